@@ -1,0 +1,1 @@
+"""Models: the GPT decoder and the heads that sit on its hidden states."""
