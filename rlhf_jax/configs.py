@@ -1,0 +1,52 @@
+"""The config schema shared by every experiment (DESIGN §3.2).
+
+Experiment files in `experiments/` start from `base_config()` and set their
+stage's values. Configs hold no derived values: tasks compute those and log them.
+"""
+import ml_collections
+
+from rlhf_jax import sharding
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.task = "pretrain"
+  c.total_steps = 1000
+  c.batch_size = 64              # global, in sequences; divisible by mesh.data * mesh.fsdp
+  c.log_every = 10
+  c.eval_every = 200              # 0 = never
+  c.eval_steps = 20               # validation batches per evaluation
+  c.ckpt_every = 500
+  c.keep_ckpts = 3
+  c.init_from = ""                # another stage's workdir (warm start)
+  c.peak_flops_per_device = 0.0   # 0 = look up the device kind (for train/mfu)
+
+  c.model = ml_collections.ConfigDict(dict(
+      preset="nano",              # tiny | nano | gpt2 | gpt2-medium | gpt2-large | gpt2-xl
+      num_layers=0, num_heads=0, embed_dim=0, max_len=0,  # 0 = the preset's value
+      dropout=0.0, dtype="float32", attention="xla", remat=False))
+  c.tokenizer = ml_collections.ConfigDict(dict(
+      vocab_size=2048,            # when training a BPE on the corpus
+      path=""))                   # or an existing tokenizer.json / GPT-2 vocab.json+merges.txt dir
+  c.data = ml_collections.ConfigDict(dict(
+      path="",                    # files, globs, dirs (comma-separated) or world:SIZE:SEED/KIND
+      valid_path="",              # validation files; default: the last valid_fraction of `path`
+      tfds_name="",               # a TFDS catalog dataset (needs internet the first time)
+      mixture=ml_collections.ConfigDict(),  # name -> {path, tfds_name, weight}
+      text_key="text",
+      valid_fraction=0.1,
+      seq_len=256,
+      cache_dir="",               # built datasets; default $RLHF_JAX_CACHE_DIR or ~/.cache/rlhf_jax
+      skip_malformed=False))
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=6e-4, schedule="cosine", warmup_steps=100, min_lr_ratio=0.1,
+      b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0, grad_accum_steps=1))
+  c.mesh = ml_collections.ConfigDict(dict(
+      data=-1, fsdp=1, tensor=1, rules=sharding.DEFAULT_RULES))
+  return c
+
+
+def mixture_source(path: str = "", tfds_name: str = "", weight: float = 1.0):
+  """One entry of `config.data.mixture`."""
+  return ml_collections.ConfigDict(dict(path=path, tfds_name=tfds_name, weight=weight))

@@ -1,0 +1,49 @@
+"""Command line: the only module that defines flags.
+
+  python -m rlhf_jax.main --config=experiments/NAME.py[:ARGS] --workdir=DIR [--config.a.b=V ...]
+"""
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from rlhf_jax.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl parsing, but a bad flag or config key is one line and exit status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(f"{str(e).splitlines()[0]} (see --helpfull for valid flags and config keys)")
+  except (AttributeError, KeyError, ValueError, TypeError, FileNotFoundError, OSError) as e:
+    _fail(f"bad --config: {str(e).strip().splitlines()[-1]}")
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {argv[1:]}; pass settings as --config.KEY=VALUE")
+  if _WORKDIR.value is None:
+    _fail("--workdir is required; pass --workdir=DIR (a new or an existing run directory)")
+  if _CONFIG.value is None:
+    _fail("--config is required; pass --config=experiments/NAME.py[:smoke]")
+  from rlhf_jax import train  # pylint: disable=g-import-not-at-top  (keeps --help fast)
+  logging.getLogger().setLevel(logging.INFO)
+  try:
+    train.run(_CONFIG.value, _WORKDIR.value)
+  except UserError as e:
+    _fail(str(e))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)

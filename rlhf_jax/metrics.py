@@ -1,0 +1,91 @@
+"""Metric writer (metrics.jsonl + TensorBoard), finite checks, throughput and MFU.
+
+Every logged row is `{"step": N, "time": t, "<namespace>/<name>": float, ...}`.
+"""
+import json
+import math
+import os
+import time
+
+import jax
+
+from rlhf_jax.errors import UserError
+
+# Dense bf16 peak FLOP/s per device (no sparsity), by `jax.Device.device_kind` substring.
+PEAK_FLOPS = (
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+    ("L4", 121e12),
+    ("A10G", 70e12),
+    ("V100", 125e12),
+    ("TPU v6", 918e12),
+    ("TPU v5p", 459e12),
+    ("TPU v5", 197e12),  # v5e / v5 lite
+    ("TPU v4", 275e12),
+    ("TPU v3", 123e12),
+)
+
+
+def peak_flops_per_device(configured: float = 0.0) -> float:
+  """Configured value, else the table entry for this device kind, else 0 (unknown)."""
+  if configured:
+    return configured
+  kind = jax.devices()[0].device_kind
+  return next((flops for name, flops in PEAK_FLOPS if name.lower() in kind.lower()), 0.0)
+
+
+def transformer_flops_per_token(num_params: int, num_layers: int, embed_dim: int,
+                                seq_len: int) -> float:
+  """Training FLOPs per token: 6N + 12·L·D·T (PaLM appendix B; N excludes position embeddings)."""
+  return 6 * num_params + 12 * num_layers * embed_dim * seq_len
+
+
+def check_finite(step: int, metrics: dict) -> None:
+  bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+  if bad:
+    raise FloatingPointError(
+        f"step {step}: {', '.join(f'{k}={metrics[k]}' for k in bad)} is not finite; "
+        f"lower optim.lr, enable optim.grad_clip, or resume from an earlier checkpoint")
+
+
+class Writer:
+  """Appends rows to WORKDIR/metrics.jsonl and TensorBoard event files in WORKDIR/tb."""
+
+  def __init__(self, workdir: str, start_step: int):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    _drop_rows_after(self.path, start_step)
+    self._file = open(self.path, "a", encoding="utf-8")
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start_step + 1)
+
+  def write(self, step: int, metrics: dict) -> None:
+    row = {"step": step, "time": time.time(), **{k: float(v) for k, v in metrics.items()}}
+    self._file.write(json.dumps(row) + "\n")
+    self._file.flush()
+    for name, value in metrics.items():
+      self._tb.add_scalar(name, float(value), step)
+
+  def close(self) -> None:
+    self._file.close()
+    self._tb.close()
+
+
+def _drop_rows_after(path: str, step: int) -> None:
+  """On resume, forget rows logged after the checkpoint: those steps run again."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.writelines(rows)
+  os.replace(path + ".tmp", path)
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """All rows of WORKDIR/metrics.jsonl (for notebooks and tests)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    raise UserError(f"{path} does not exist; run training with --workdir={workdir} first")
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]

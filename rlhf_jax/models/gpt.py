@@ -1,0 +1,255 @@
+"""GPT-2 decoder in Flax Linen, with a KV-cache decode path on the same weights.
+
+Dimensions: B batch, T query length, S key length (cache slots), D embed, H heads,
+K head dim (D = H*K), F MLP width (4D), V padded vocabulary, L layers.
+
+GPT-2 architecture: learned positions, pre-LayerNorm (eps 1e-5), tanh-GELU MLP,
+tied input/output embeddings. Params are fp32; matmuls run in `dtype`; softmax
+and the final logits are fp32. Logical axis names (`embed`, `mlp`, `heads`,
+`kv`, `vocab` on params; `batch`, `length`, `act_*` on activations) are mapped
+to mesh axes by `rlhf_jax.sharding`.
+"""
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rlhf_jax.errors import UserError
+
+VOCAB_MULTIPLE = 128
+NEG_INF = -1e9  # finite, so fully masked rows stay NaN-free
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+  vocab_size: int = 50257     # the tokenizer's; padded to a multiple of 128 inside
+  num_layers: int = 12
+  num_heads: int = 12
+  embed_dim: int = 768
+  max_len: int = 1024
+  dropout: float = 0.0
+  dtype: str = "float32"      # compute dtype: float32 | bfloat16
+  attention: str = "xla"      # jax.nn.dot_product_attention implementation: xla | cudnn
+  remat: bool = False
+
+  @property
+  def padded_vocab(self) -> int:
+    return -(-self.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+  @property
+  def head_dim(self) -> int:
+    return self.embed_dim // self.num_heads
+
+
+PRESETS = {
+    "tiny": dict(num_layers=2, num_heads=2, embed_dim=64, max_len=128),
+    "nano": dict(num_layers=6, num_heads=6, embed_dim=384, max_len=256),
+    "gpt2": dict(num_layers=12, num_heads=12, embed_dim=768, max_len=1024),
+    "gpt2-medium": dict(num_layers=24, num_heads=16, embed_dim=1024, max_len=1024),
+    "gpt2-large": dict(num_layers=36, num_heads=20, embed_dim=1280, max_len=1024),
+    "gpt2-xl": dict(num_layers=48, num_heads=25, embed_dim=1600, max_len=1024),
+}
+
+
+def config_from(model_cfg, vocab_size: int) -> GPTConfig:
+  """A `GPTConfig` from the config's `model` block: a preset plus overrides (0/'' keep the preset)."""
+  if model_cfg.preset not in PRESETS:
+    raise UserError(f"unknown model.preset {model_cfg.preset!r}; choose one of {sorted(PRESETS)}")
+  fields = dict(PRESETS[model_cfg.preset])
+  for key in ("num_layers", "num_heads", "embed_dim", "max_len"):
+    if model_cfg[key]:
+      fields[key] = model_cfg[key]
+  if fields["embed_dim"] % fields["num_heads"]:
+    raise UserError(f"model.embed_dim={fields['embed_dim']} is not divisible by "
+                    f"model.num_heads={fields['num_heads']}; change one of them")
+  if model_cfg.dtype not in ("float32", "bfloat16"):
+    raise UserError(f"model.dtype={model_cfg.dtype!r}; use 'float32' or 'bfloat16'")
+  if model_cfg.attention not in ("xla", "cudnn"):
+    raise UserError(f"model.attention={model_cfg.attention!r}; use 'xla' or 'cudnn'")
+  return GPTConfig(vocab_size=vocab_size, dropout=model_cfg.dropout, dtype=model_cfg.dtype,
+                   attention=model_cfg.attention, remat=model_cfg.remat, **fields)
+
+
+class KVCache(NamedTuple):
+  """Per-layer keys and values for S slots, and which slots hold real tokens.
+
+  keys/values: tuple of L arrays [B, S, H, K]; valid_BxS: bool; index: int32 scalar,
+  the next slot to write.
+  """
+  keys: tuple
+  values: tuple
+  valid_BxS: jax.Array
+  index: jax.Array
+
+
+def init_cache(cfg: GPTConfig, batch: int, slots: int) -> KVCache:
+  shape = (batch, slots, cfg.num_heads, cfg.head_dim)
+  zeros = tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.num_layers))
+  return KVCache(zeros, zeros, jnp.zeros((batch, slots), bool), jnp.zeros((), jnp.int32))
+
+
+def _dense(features, axes, name, dtype, std=0.02):
+  init = nn.with_logical_partitioning(nn.initializers.normal(std), axes)
+  return nn.DenseGeneral(features, dtype=dtype, param_dtype=jnp.float32, kernel_init=init,
+                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
+                         name=name)
+
+
+def _layer_norm(name):
+  return nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, param_dtype=jnp.float32, name=name,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+
+
+class Attention(nn.Module):
+  cfg: GPTConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, mask_BxTxS, layer_cache, deterministic):
+    cfg = self.cfg
+    dtype = jnp.dtype(cfg.dtype)
+    # GPT-2 scales residual-branch output projections by 1/sqrt(2L).
+    out_std = 0.02 / (2 * cfg.num_layers) ** 0.5
+    qkv = _dense((3, cfg.num_heads, cfg.head_dim), ("embed", "qkv", "heads", "kv"), "qkv", dtype)
+    q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = jnp.moveaxis(qkv(x_BxTxD), 2, 0)
+    if layer_cache is not None:
+      keys_BxSxHxK, values_BxSxHxK, index = layer_cache
+      k_BxTxHxK = jax.lax.dynamic_update_slice_in_dim(keys_BxSxHxK, k_BxTxHxK, index, axis=1)
+      v_BxTxHxK = jax.lax.dynamic_update_slice_in_dim(values_BxSxHxK, v_BxTxHxK, index, axis=1)
+      layer_cache = (k_BxTxHxK, v_BxTxHxK)
+    if mask_BxTxS is None:
+      out = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True,
+                                         implementation=cfg.attention)
+    else:
+      # Explicit masks (padding, cache slots) take the portable XLA path.
+      out = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK,
+                                         mask=mask_BxTxS[:, None], implementation="xla")
+    out = nn.with_logical_constraint(out, ("batch", "length", "act_heads", "act_kv"))
+    proj = nn.DenseGeneral(cfg.embed_dim, axis=(-2, -1), dtype=dtype, param_dtype=jnp.float32,
+                           kernel_init=nn.with_logical_partitioning(
+                               nn.initializers.normal(out_std), ("heads", "kv", "embed")),
+                           bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                                                  ("embed",)),
+                           name="out")
+    y = nn.Dropout(cfg.dropout)(proj(out), deterministic=deterministic)
+    return y, layer_cache
+
+
+class MLP(nn.Module):
+  cfg: GPTConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, deterministic):
+    cfg = self.cfg
+    dtype = jnp.dtype(cfg.dtype)
+    h_BxTxF = _dense(4 * cfg.embed_dim, ("embed", "mlp"), "fc", dtype)(x_BxTxD)
+    h_BxTxF = nn.with_logical_constraint(nn.gelu(h_BxTxF, approximate=True),
+                                         ("batch", "length", "act_mlp"))
+    out_std = 0.02 / (2 * cfg.num_layers) ** 0.5
+    y = _dense(cfg.embed_dim, ("mlp", "embed"), "proj", dtype, std=out_std)(h_BxTxF)
+    return nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
+
+
+class Block(nn.Module):
+  cfg: GPTConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, mask_BxTxS, layer_cache, deterministic):
+    attn, layer_cache = Attention(self.cfg, name="attn")(
+        _layer_norm("ln_1")(x_BxTxD).astype(self.cfg.dtype), mask_BxTxS, layer_cache,
+        deterministic)
+    x_BxTxD = x_BxTxD + attn
+    mlp = MLP(self.cfg, name="mlp")(_layer_norm("ln_2")(x_BxTxD).astype(self.cfg.dtype),
+                                    deterministic)
+    x_BxTxD = nn.with_logical_constraint(x_BxTxD + mlp, ("batch", "length", "act_embed"))
+    return x_BxTxD, layer_cache
+
+
+def attention_mask(valid_BxT, positions_BxT=None):
+  """Causal mask over real tokens: query t sees key s iff s <= t and s is real. [B, T, T]."""
+  t = valid_BxT.shape[1]
+  causal_TxT = jnp.tril(jnp.ones((t, t), bool))
+  mask = causal_TxT[None] & valid_BxT[:, None, :]
+  # A padded query sees itself only, so its row is never empty (outputs ignored anyway).
+  return mask | jnp.eye(t, dtype=bool)[None]
+
+
+class GPT(nn.Module):
+  """GPT-2. `hidden_states` feeds any head; `lm_logits` is the tied LM head.
+
+  Three uses of one set of weights:
+  - training: `hidden_states(tokens)` with causal attention (no mask);
+  - padded batches: pass `valid_BxT` (and positions that skip pads);
+  - generation: pass a `KVCache`; the T new tokens are written at `cache.index`
+    and attend to every valid earlier slot (prefill with T = prompt length,
+    then T = 1 per decoded token).
+  """
+  cfg: GPTConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.wte = nn.Embed(cfg.padded_vocab, cfg.embed_dim, param_dtype=jnp.float32,
+                        embedding_init=nn.with_logical_partitioning(
+                            nn.initializers.normal(0.02), ("vocab", "embed")))
+    self.wpe = nn.Embed(cfg.max_len, cfg.embed_dim, param_dtype=jnp.float32,
+                        embedding_init=nn.with_logical_partitioning(
+                            nn.initializers.normal(0.01), ("length", "embed")))
+    block = nn.remat(Block, static_argnums=(4,)) if cfg.remat else Block
+    self.blocks = [block(cfg, name=f"h_{i}") for i in range(cfg.num_layers)]
+    self.ln_f = _layer_norm("ln_f")
+    self.drop = nn.Dropout(cfg.dropout)
+
+  def hidden_states(self, tokens_BxT, positions_BxT=None, valid_BxT=None,
+                    cache: KVCache | None = None, deterministic: bool = True):
+    """Final-LayerNorm hidden states [B, T, D] (fp32) and the updated cache (or None)."""
+    cfg = self.cfg
+    b, t = tokens_BxT.shape
+    if positions_BxT is None:
+      start = 0 if cache is None else cache.index
+      positions_BxT = jnp.broadcast_to(start + jnp.arange(t), (b, t))
+    x = self.wte(tokens_BxT) + self.wpe(positions_BxT)
+    x = self.drop(x, deterministic=deterministic).astype(cfg.dtype)
+    x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
+
+    mask_BxTxS = None
+    if cache is not None:
+      if valid_BxT is None:
+        valid_BxT = jnp.ones((b, t), bool)
+      valid_BxS = jax.lax.dynamic_update_slice_in_dim(cache.valid_BxS, valid_BxT, cache.index, 1)
+      slots = cache.valid_BxS.shape[1]
+      query_slot_T = cache.index + jnp.arange(t)
+      causal_TxS = jnp.arange(slots)[None, :] <= query_slot_T[:, None]
+      mask_BxTxS = causal_TxS[None] & valid_BxS[:, None, :]
+      mask_BxTxS = mask_BxTxS | (jnp.arange(slots)[None, :] == query_slot_T[:, None])[None]
+    elif valid_BxT is not None:
+      mask_BxTxS = attention_mask(valid_BxT)
+
+    new_keys, new_values = [], []
+    for i, block in enumerate(self.blocks):
+      layer_cache = None if cache is None else (cache.keys[i], cache.values[i], cache.index)
+      x, layer_cache = block(x, mask_BxTxS, layer_cache, deterministic)
+      if layer_cache is not None:
+        new_keys.append(layer_cache[0])
+        new_values.append(layer_cache[1])
+    h_BxTxD = self.ln_f(x)
+    if cache is not None:
+      cache = KVCache(tuple(new_keys), tuple(new_values), valid_BxS, cache.index + t)
+    return h_BxTxD, cache
+
+  def lm_logits(self, h_BxTxD):
+    """Tied-embedding logits [B, T, V] in fp32; padded vocabulary entries are -1e9."""
+    logits = self.wte.attend(h_BxTxD.astype(self.cfg.dtype)).astype(jnp.float32)
+    logits = nn.with_logical_constraint(logits, ("batch", "length", "act_vocab"))
+    real_V = jnp.arange(self.cfg.padded_vocab) < self.cfg.vocab_size
+    return jnp.where(real_V, logits, NEG_INF)
+
+  def __call__(self, tokens_BxT, positions_BxT=None, valid_BxT=None, cache=None,
+               deterministic=True):
+    h, cache = self.hidden_states(tokens_BxT, positions_BxT, valid_BxT, cache, deterministic)
+    return self.lm_logits(h), cache
+
+
+def count_params(params: Any) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))

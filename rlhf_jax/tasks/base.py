@@ -1,0 +1,88 @@
+"""What every stage hands the shared loop: a `Task` of pure functions, and its state.
+
+A step is `(state, batch, rng) -> (state, metrics)`: pure, jitted once by the
+loop with explicit shardings and the state donated. Metrics are flat dicts of
+scalar arrays named `<namespace>/<name>`.
+"""
+from typing import Any, Callable, Iterator, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+PRNGKey = jax.Array
+PyTree = Any
+State = Any
+Batch = dict[str, Any]
+Metrics = dict[str, jax.Array]
+
+
+class Task(NamedTuple):
+  """One training stage.
+
+  init: fresh state from a key; pure, so the loop can `eval_shape` and jit it sharded.
+  step: one optimisation step.
+  evaluate: host-side evaluation (may run several jitted functions and sampling) → floats.
+  state_shardings: abstract state → NamedShardings of the same structure.
+  train_data: the iterator, resumed from a saved position (None = from the start);
+    it has `get_state()` → JSON-serialisable dict, and yields per-process NumPy batches.
+  warm_start: state → state with weights loaded from `config.init_from` (called only
+    when it is set and no checkpoint exists in the workdir).
+  flops_per_step: model FLOPs of one step (0 = unknown: no MFU logged).
+  info: derived numbers (param counts, tokens per step, ...) logged once at start.
+  """
+  init: Callable[[PRNGKey], State]
+  step: Callable[[State, Batch, PRNGKey], tuple[State, Metrics]]
+  evaluate: Callable[[State, PRNGKey], dict[str, float]]
+  state_shardings: Callable[[State], PyTree]
+  train_data: Callable[[dict | None], Iterator[Batch]]
+  warm_start: Callable[[State], State]
+  flops_per_step: float = 0.0
+  info: dict | None = None
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Pretrain / SFT / RM state. Params may be `nn.Partitioned` boxes (logical axis names)."""
+  step: jax.Array
+  params: PyTree
+  opt_state: PyTree
+
+  @classmethod
+  def create(cls, params, tx: optax.GradientTransformation) -> "TrainState":
+    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  def apply_gradients(self, grads, tx: optax.GradientTransformation) -> "TrainState":
+    updates, opt_state = tx.update(grads, self.opt_state, self.params)
+    return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
+                        opt_state=opt_state)
+
+
+def accumulate_gradients(loss_sum_fn, params, batch: Batch, rng: PRNGKey, num_micro: int):
+  """Gradient of Σ loss over the batch, split into `num_micro` sequential microbatches.
+
+  `loss_sum_fn(params, microbatch, rng) -> (loss_sum, (count, aux))`: the summed loss,
+  the number of items it sums over, and a dict of summed auxiliary values.
+  Returns (grads of mean loss, mean loss, count, aux sums), where mean = Σ sums / Σ counts,
+  so the result equals one big batch exactly (up to float summation order).
+  """
+  grad_fn = jax.value_and_grad(loss_sum_fn, has_aux=True)
+  if num_micro == 1:
+    (loss_sum, (count, aux)), grads = grad_fn(params, batch, rng)
+  else:
+    micro = jax.tree.map(lambda x: x.reshape(num_micro, -1, *x.shape[1:]), batch)
+
+    def body(carry, inputs):
+      i, microbatch = inputs
+      (s, (c, a)), g = grad_fn(params, microbatch, jax.random.fold_in(rng, i))
+      return jax.tree.map(jnp.add, carry, (s, c, a, g)), None
+
+    (_, (c0, a0)), g0 = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng)
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                         (jax.ShapeDtypeStruct((), jnp.float32), c0, a0, g0))
+    (loss_sum, count, aux, grads), _ = jax.lax.scan(body, zeros,
+                                                    (jnp.arange(num_micro), micro))
+  count = jnp.maximum(count, 1)
+  grads = jax.tree.map(lambda g: g / count, grads)
+  return grads, loss_sum / count, count, aux

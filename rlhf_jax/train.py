@@ -1,0 +1,187 @@
+"""The shared training loop: every stage runs through `run`.
+
+mesh → task → restore-or-init → jitted step (donated state) → log / eval / checkpoint.
+The loop knows nothing stage-specific; a stage is a `rlhf_jax.tasks.base.Task`.
+"""
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+
+import flax.linen as nn
+import jax
+import tqdm
+
+from rlhf_jax import checkpoint, metrics as metrics_lib, sharding
+from rlhf_jax.errors import UserError
+from rlhf_jax.tasks.base import Task
+
+
+def make_task(config, workdir: str, mesh) -> Task:
+  """`rlhf_jax.tasks.<config.task>.make_task(config, workdir, mesh)`."""
+  try:
+    module = importlib.import_module(f"rlhf_jax.tasks.{config.task}")
+  except ModuleNotFoundError:
+    raise UserError(f"unknown task {config.task!r}; use the name of a module in "
+                    f"rlhf_jax/tasks (e.g. 'pretrain')") from None
+  return module.make_task(config, workdir, mesh)
+
+
+class _StopRequest:
+  """SIGTERM/SIGINT set a flag; the loop saves a checkpoint at the end of the step and exits."""
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+
+def _write_config(config, workdir: str) -> None:
+  path = os.path.join(workdir, "config.json")
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.write(config.to_json(indent=2, sort_keys=True))
+  os.replace(path + ".tmp", path)
+
+
+def _check_resumable(config, workdir: str) -> None:
+  """A workdir's checkpoint belongs to its model; refuse another one up front."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f)
+  for key in ("task", "model"):
+    if key in saved and saved[key] != json.loads(config.to_json())[key]:
+      raise UserError(f"{workdir} holds a run with a different '{key}' config; resume with "
+                      f"the same config or choose a new --workdir")
+
+
+def run(config, workdir: str):
+  """Trains `config.task` in `workdir` and returns the final state (for notebooks)."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch_size(config.batch_size, mesh)
+  rules = sharding.rules(config.mesh)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_ckpts)
+  if ckpt.latest_step() is not None:
+    _check_resumable(config, workdir)
+  _write_config(config, workdir)
+
+  with mesh, nn.logical_axis_rules(rules):
+    task = make_task(config, workdir, mesh)
+    init_rng, train_rng, eval_rng = jax.random.split(jax.random.key(config.seed), 3)
+    abstract_state = jax.eval_shape(task.init, init_rng)
+    state_shardings = task.state_shardings(abstract_state)
+
+    # Resume order:
+    # 1. a checkpoint in workdir -> restore the state and the data-iterator position;
+    # 2. else config.init_from (another stage's workdir) -> fresh state, then warm start;
+    # 3. else a fresh init.
+    if ckpt.latest_step() is not None:
+      state, data_state = ckpt.restore(abstract_state, state_shardings)
+    else:
+      state = jax.jit(task.init, out_shardings=state_shardings)(init_rng)
+      if config.init_from:
+        state = task.warm_start(state)
+      data_state = None
+    start_step = int(jax.device_get(state.step))
+    data_iter = task.train_data(data_state)
+
+    writer = metrics_lib.Writer(workdir, start_step)
+    if task.info:
+      logging.info("task info: %s", task.info)
+      with open(os.path.join(workdir, "info.json"), "w", encoding="utf-8") as f:
+        json.dump(task.info, f, indent=2, sort_keys=True)
+    step_fn = jax.jit(task.step, in_shardings=(state_shardings, None, None),
+                      out_shardings=(state_shardings, None), donate_argnums=(0,))
+    peak = metrics_lib.peak_flops_per_device(config.peak_flops_per_device) * jax.device_count()
+    try:
+      with _StopRequest() as stop, contextlib.closing(writer):
+        if start_step == 0 and config.eval_every:
+          writer.write(0, task.evaluate(state, jax.random.fold_in(eval_rng, 0)))
+        state = _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng,
+                      writer, ckpt, start_step, peak, stop)
+    finally:
+      ckpt.wait()
+      ckpt.close()
+    if stop.signum is not None:
+      logging.warning("stopped by signal %d; checkpoint saved at step %d", stop.signum,
+                      int(jax.device_get(state.step)))
+      if stop.signum == signal.SIGINT:
+        raise KeyboardInterrupt
+      raise SystemExit(128 + stop.signum)
+  return state
+
+
+def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, writer, ckpt,
+          start_step, peak_flops, stop):
+  """Steps start_step+1 .. total_steps. Metrics are fetched one step late, so the host
+  never waits on the step it just dispatched."""
+  total = config.total_steps
+  progress = tqdm.tqdm(total=total, initial=start_step, dynamic_ncols=True,
+                       disable=None, desc=config.task)
+  pending = None  # (step, device metrics) of the last dispatched step
+  window_start, window_tokens, window_steps = None, 0.0, 0
+
+  def finish(step, device_metrics):
+    nonlocal window_start, window_tokens, window_steps
+    host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    metrics_lib.check_finite(step, host)
+    now = time.perf_counter()
+    if window_start is None:  # the first step includes compilation: not timed
+      window_start = now
+    else:
+      window_tokens += host.get("train/tokens", 0.0)
+      window_steps += 1
+    if step % config.log_every == 0 or step == total:
+      if window_steps:
+        seconds = now - window_start
+        host["train/steps_per_sec"] = window_steps / seconds
+        if window_tokens:
+          host["train/tokens_per_sec"] = window_tokens / seconds
+        if task.flops_per_step and peak_flops:
+          host["train/mfu"] = task.flops_per_step * window_steps / seconds / peak_flops
+        window_start, window_tokens, window_steps = now, 0.0, 0
+      writer.write(step, host)
+      progress.set_postfix({k.split("/")[1]: f"{host[k]:.4g}" for k in
+                            ("train/loss", "train/tokens_per_sec") if k in host})
+    progress.update(1)
+
+  for step in range(start_step + 1, total + 1):
+    batch = sharding.device_batch(next(data_iter), mesh)
+    state, device_metrics = step_fn(state, batch, jax.random.fold_in(train_rng, step))
+    if pending is not None:
+      finish(*pending)
+    pending = (step, device_metrics)
+    boundary = step == total or stop.signum is not None
+    if config.eval_every and (step % config.eval_every == 0 or step == total):
+      finish(*pending)
+      pending = None
+      writer.write(step, task.evaluate(state, jax.random.fold_in(eval_rng, step)))
+    if boundary or (config.ckpt_every and step % config.ckpt_every == 0):
+      ckpt.save(step, state, data_iter.get_state())
+    if stop.signum is not None:
+      break
+  if pending is not None:
+    finish(*pending)
+  progress.close()
+  return state
+
