@@ -117,7 +117,7 @@ def _txt_chunks(lines: Iterator[str], chunk_chars: int) -> list[str]:
 
 def _txt_documents(path: str, chunk_chars: int) -> list[dict]:
   """A plain text file is one document: its chunks, the last marked doc_end."""
-  t = "".join(l for _, l in _iter_text_lines(path)); chunks = [t[i:i+chunk_chars] for i in range(0, len(t), chunk_chars)]
+  chunks = _txt_chunks((line for _, line in _iter_text_lines(path)), chunk_chars)
   return [{"text": chunk, "doc_end": i == len(chunks) - 1} for i, chunk in enumerate(chunks)]
 
 
