@@ -41,7 +41,9 @@ class Source(Sequence):
     return len(self._data)
 
   def __getitem__(self, index: int) -> dict:
-    return self._decode(self._data[index])
+    if not -len(self) <= index < len(self):
+      raise IndexError(f"record {index} of a source with {len(self)} records")
+    return self._decode(self._data[index % len(self)])
 
   def __getitems__(self, indices: Sequence[int]) -> list[dict]:
     return [self._decode(item) for item in self._data.__getitems__(indices)]
