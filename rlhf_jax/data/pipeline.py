@@ -1,0 +1,290 @@
+"""grain pipelines: records → tokens → fixed-shape NumPy batches, resumable exactly.
+
+Every function returns a grain `DatasetIterator`: `get_state()` is a small
+JSON-serialisable dict and `set_state(state)` (or the `state=` argument)
+continues exactly where that state was taken, mid-epoch or across epochs.
+
+Order: the record indices of a source are sharded first (process
+`shard_index` of `shard_count` takes every `shard_count`-th record), then
+shuffled with `seed`, reshuffled differently each epoch (`repeat=True`).
+With `repeat=False` (evaluation) there is one unshuffled pass and only full
+batches: the remainder is dropped.
+
+Dimensions: B batch, T seq_len + 1 (pretraining windows), L max_len,
+K responses per prompt, P max_prompt_len.
+"""
+import logging
+import threading
+from typing import Any, Callable, Sequence
+
+import grain
+import numpy as np
+
+from rlhf_jax.errors import UserError
+
+# Two threads suffice for HF tokenizers (which release the GIL) on small hosts;
+# thread prefetching keeps the element order, so results stay deterministic.
+_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=128)
+
+
+def _source_seed(seed: int, index: int) -> int:
+  """Independent shuffle seeds per mixture source (grain uses seed + epoch per epoch)."""
+  return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def _record_indices(num_records: int, *, seed: int, shuffle: bool, repeat: bool,
+                    shard_index: int, shard_count: int, split: str) -> grain.MapDataset:
+  """Indices of this shard's records, shuffled per epoch when asked; infinite with `repeat`."""
+  if not 0 <= shard_index < shard_count:
+    raise UserError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
+  indices = grain.MapDataset.range(num_records)[shard_index::shard_count]
+  if len(indices) == 0:  # pylint: disable=g-explicit-length-test
+    raise UserError(f"the {split} split has {num_records} records, none for shard "
+                    f"{shard_index} of {shard_count}; add data or use fewer processes")
+  if shuffle:
+    indices = indices.shuffle(seed)
+  return indices.repeat() if repeat else indices
+
+
+def _start(dataset: grain.IterDataset, state: dict | None) -> grain.DatasetIterator:
+  iterator = iter(dataset)
+  if state is not None:
+    iterator.set_state(state)
+  return iterator
+
+
+class _TruncationLog:
+  """Counts truncated examples; warns at the 1st, 10th, 100th, ... one."""
+
+  def __init__(self, what: str, max_len: int):
+    self._what, self._max_len = what, max_len
+    self._seen = self._truncated = 0
+    self._lock = threading.Lock()
+
+  def count(self, truncated: bool) -> None:
+    with self._lock:
+      self._seen += 1
+      self._truncated += truncated
+      if truncated and str(self._truncated).strip("0") == "1":
+        logging.warning("%d of %d %s so far were truncated to %d tokens.",
+                        self._truncated, self._seen, self._what, self._max_len)
+
+
+# ---------------------------------------------------------------------------- pretraining
+
+
+class _PackedIterator(grain.DatasetIterator):
+  """Concatenates token lists and cuts the stream into int32[window] arrays.
+
+  The state is the parent's state before the current token list plus the
+  offset into it, so restoring re-reads one record instead of storing tokens.
+  """
+
+  def __init__(self, parent: grain.DatasetIterator, window: int):
+    super().__init__(parent)
+    self._window = window
+    self._state_before_tokens = parent.get_state()
+    self._tokens = None  # None: (re)read the record at `_state_before_tokens`.
+    self._offset = 0
+
+  def __next__(self) -> np.ndarray:
+    pieces, length = [], 0
+    while length < self._window:
+      if self._tokens is None or self._offset == len(self._tokens):
+        if self._tokens is not None:
+          self._state_before_tokens = self._parent.get_state()
+          self._offset = 0
+        self._tokens = next(self._parent)  # StopIteration drops a partial window.
+        continue
+      take = min(self._window - length, len(self._tokens) - self._offset)
+      pieces.append(self._tokens[self._offset:self._offset + take])
+      self._offset += take
+      length += take
+    return np.concatenate(pieces)
+
+  def get_state(self) -> dict[str, Any]:
+    return {"parent": self._state_before_tokens, "offset": self._offset}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._parent.set_state(state["parent"])
+    self._state_before_tokens = state["parent"]
+    self._tokens = None
+    self._offset = state["offset"]
+
+
+class _PackedIterDataset(grain.IterDataset):
+  """int32[window] slices of the concatenated token lists of its parent."""
+
+  def __init__(self, parent: grain.IterDataset, window: int):
+    super().__init__(parent)
+    self._window = window
+
+  def __iter__(self) -> _PackedIterator:
+    return _PackedIterator(iter(self._parent), self._window)
+
+
+def _doc_tokens(record: dict, tokenizer) -> np.ndarray:
+  """int32 ids of a corpus record, EOS appended iff the record ends a document."""
+  ids = tokenizer.encode(record["text"])
+  if record.get("doc_end", True):
+    ids.append(tokenizer.eos_id)
+  return np.asarray(ids, dtype=np.int32)
+
+
+def _check_fills_a_batch(sources, records, tokenizer, needed: int, split: str) -> None:
+  """Tokenizes records until one batch's worth of tokens is found, else a UserError."""
+  num_tokens = 0
+  for source, index in records:
+    num_tokens += len(_doc_tokens(source[index], tokenizer))
+    if num_tokens >= needed:
+      return
+  names = ", ".join(name for name, _, _ in sources)
+  raise UserError(f"the {split} split ({names}) has {num_tokens} tokens but one batch needs "
+                  f"{needed} (batch_size × (seq_len + 1)); add data or lower batch_size/seq_len")
+
+
+def pretrain_iterator(sources: Sequence[tuple[str, Any, float]], tokenizer, *, seq_len: int,
+                      batch_size: int, seed: int, shuffle: bool = True, repeat: bool = True,
+                      shard_index: int = 0, shard_count: int = 1, state: dict | None = None,
+                      split: str = "") -> grain.DatasetIterator:
+  """{"tokens": int32[B, T]} windows of T = seq_len + 1 packed tokens.
+
+  Documents end with EOS. With `repeat`, each source is packed on its own and
+  the windows are mixed by weight, so token proportions follow the weights.
+  Without `repeat`, the sources are read one after another in a single pass.
+  """
+  split = split or ("train" if repeat else "validation")
+  window = seq_len + 1
+  if not sources:
+    raise UserError(f"no data sources for the {split} split; set --config.data.path")
+  per_source = []
+  for i, (_, source, _) in enumerate(sources):
+    indices = _record_indices(len(source), seed=_source_seed(seed, i), shuffle=shuffle,
+                              repeat=repeat, shard_index=shard_index,
+                              shard_count=shard_count, split=split)
+    per_source.append(indices.map(lambda index, s=source: (s, index)))
+  if repeat:
+    packed = [_PackedIterDataset(records.map(lambda r: _doc_tokens(r[0][r[1]], tokenizer))
+                                 .to_iter_dataset(_READ_OPTIONS), window)
+              for records in per_source]
+    weights = np.asarray([weight for _, _, weight in sources], dtype=np.float64)
+    windows = packed[0] if len(packed) == 1 else grain.IterDataset.mix(
+        packed, list(weights / weights.sum()))
+  else:
+    records = grain.MapDataset.concatenate(per_source) if len(per_source) > 1 else per_source[0]
+    _check_fills_a_batch(sources, records, tokenizer, batch_size * window, split)
+    windows = _PackedIterDataset(records.map(lambda r: _doc_tokens(r[0][r[1]], tokenizer))
+                                 .to_iter_dataset(_READ_OPTIONS), window)
+  batches = windows.batch(batch_size, drop_remainder=True).map(
+      lambda tokens_BxT: {"tokens": tokens_BxT})
+  return _start(batches, state)
+
+
+# ---------------------------------------------------------------------------- examples
+
+
+def _example_iterator(source, to_example: Callable[[int, dict], dict], *, batch_size: int,
+                      seed: int, shuffle: bool, repeat: bool, shard_index: int,
+                      shard_count: int, state: dict | None, split: str):
+  """Batches of `to_example(record_index, record)` dicts, stacked along a new axis 0."""
+  indices = _record_indices(len(source), seed=seed, shuffle=shuffle, repeat=repeat,
+                            shard_index=shard_index, shard_count=shard_count, split=split)
+  if not repeat and len(indices) < batch_size:
+    raise UserError(f"the {split} split has {len(indices)} records for this process but one "
+                    f"batch needs {batch_size}; add data or lower the batch size")
+  examples = indices.map(lambda index: to_example(int(index), source[int(index)]))
+  batches = examples.to_iter_dataset(_READ_OPTIONS).batch(batch_size, drop_remainder=True)
+  return _start(batches, state)
+
+
+def _pad_right(ids: Sequence[int], length: int, pad: int) -> np.ndarray:
+  out = np.full(length, pad, dtype=np.int32)
+  out[:len(ids)] = ids[:length]
+  return out
+
+
+def sft_iterator(source, tokenizer, *, max_len: int, batch_size: int, seed: int,
+                 shuffle: bool = True, repeat: bool = True, shard_index: int = 0,
+                 shard_count: int = 1, state: dict | None = None, split: str = ""):
+  """{"tokens": int32[B, L] right-padded with pad_id, "loss_mask": int32[B, L]}.
+
+  loss_mask is 1 on assistant content and its EOS. Longer conversations are
+  cut at L tokens (counted in a warning).
+  """
+  truncations = _TruncationLog("SFT examples", max_len)
+
+  def to_example(index: int, record: dict) -> dict:
+    del index
+    ids, loss_mask = tokenizer.encode_chat(record["messages"])
+    truncations.count(len(ids) > max_len)
+    return {"tokens": _pad_right(ids, max_len, tokenizer.pad_id),
+            "loss_mask": _pad_right(loss_mask, max_len, 0)}
+
+  return _example_iterator(source, to_example, batch_size=batch_size, seed=seed,
+                           shuffle=shuffle, repeat=repeat, shard_index=shard_index,
+                           shard_count=shard_count, state=state,
+                           split=split or ("train" if repeat else "validation"))
+
+
+def preference_iterator(source, tokenizer, *, max_len: int, num_responses: int,
+                        batch_size: int, seed: int, shuffle: bool = True, repeat: bool = True,
+                        shard_index: int = 0, shard_count: int = 1, state: dict | None = None,
+                        split: str = ""):
+  """{"tokens": int32[B, K, L], "response_mask": int32[B, K, L], "ranking": int32[B, K]}.
+
+  Row k holds prompt (chat template + generation prompt), response k and EOS,
+  right-padded; response_mask is 1 on the response and its EOS. ranking is
+  the record's (0 = best, ties equal) and -1 for rows of missing responses
+  (records with fewer than K responses). Rows longer than L are cut at L.
+  """
+  truncations = _TruncationLog("preference responses", max_len)
+
+  def to_example(index: int, record: dict) -> dict:
+    responses = record["responses"]
+    if len(responses) > num_responses:
+      raise UserError(f"a preference record (#{index}) has {len(responses)} responses but "
+                      f"num_responses={num_responses}; raise num_responses in the config")
+    prompt_ids, _ = tokenizer.encode_chat(record["prompt"], add_generation_prompt=True)
+    tokens_KxL = np.full((num_responses, max_len), tokenizer.pad_id, dtype=np.int32)
+    response_mask_KxL = np.zeros((num_responses, max_len), dtype=np.int32)
+    ranking_K = np.full(num_responses, -1, dtype=np.int32)
+    for k, response_ids in enumerate(tokenizer.encode_batch(responses)):
+      ids = prompt_ids + response_ids + [tokenizer.eos_id]
+      truncations.count(len(ids) > max_len)
+      tokens_KxL[k] = _pad_right(ids, max_len, tokenizer.pad_id)
+      response_mask_KxL[k, len(prompt_ids):len(ids)] = 1
+      ranking_K[k] = record["ranking"][k]
+    return {"tokens": tokens_KxL, "response_mask": response_mask_KxL, "ranking": ranking_K}
+
+  return _example_iterator(source, to_example, batch_size=batch_size, seed=seed,
+                           shuffle=shuffle, repeat=repeat, shard_index=shard_index,
+                           shard_count=shard_count, state=state,
+                           split=split or ("train" if repeat else "validation"))
+
+
+def prompt_iterator(source, tokenizer, *, max_prompt_len: int, batch_size: int, seed: int,
+                    shuffle: bool = True, repeat: bool = True, shard_index: int = 0,
+                    shard_count: int = 1, state: dict | None = None, split: str = ""):
+  """{"tokens": int32[B, P] left-padded, "mask": int32[B, P] (1 = real), "index": int32[B]}.
+
+  tokens are the chat template plus the generation prompt; longer prompts
+  keep their last P tokens. index is the record's position in `source`
+  (to look up its "meta").
+  """
+  truncations = _TruncationLog("prompts", max_prompt_len)
+
+  def to_example(index: int, record: dict) -> dict:
+    ids, _ = tokenizer.encode_chat(record["messages"], add_generation_prompt=True)
+    truncations.count(len(ids) > max_prompt_len)
+    ids = ids[-max_prompt_len:]
+    num_pads = max_prompt_len - len(ids)
+    tokens_P = np.full(max_prompt_len, tokenizer.pad_id, dtype=np.int32)
+    tokens_P[num_pads:] = ids
+    mask_P = np.zeros(max_prompt_len, dtype=np.int32)
+    mask_P[num_pads:] = 1
+    return {"tokens": tokens_P, "mask": mask_P, "index": np.int32(index)}
+
+  return _example_iterator(source, to_example, batch_size=batch_size, seed=seed,
+                           shuffle=shuffle, repeat=repeat, shard_index=shard_index,
+                           shard_count=shard_count, state=state,
+                           split=split or ("train" if repeat else "validation"))
