@@ -22,9 +22,10 @@ import numpy as np
 
 from rlhf_jax.errors import UserError
 
-# Two threads suffice for HF tokenizers (which release the GIL) on small hosts;
-# thread prefetching keeps the element order, so results stay deterministic.
-_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=128)
+# One background thread tokenizes ahead of the consumer (HF `encode` holds the
+# GIL, so more threads only contend: measured 325k tok/s with 1 thread vs 270k
+# with 0 or 2 on 2 cores). Prefetching keeps the order: results are deterministic.
+_READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=128)
 
 
 def _source_seed(seed: int, index: int) -> int:
