@@ -26,7 +26,15 @@ _ONSETS = ("b", "br", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v"
 _VOWELS = ("a", "e", "i", "o", "u", "ai", "ei")
 _CODAS = ("", "", "n", "r", "l", "m", "s", "k")
 _PLACE_SUFFIXES = ("vale", "ford", "ton", "by", "wick", "moor", "stead", "holm")
-_RESERVED = set(COLORS + FRUITS + JOBS + TOOLS + FOODS + REGIONS + HABITATS + KINDS)
+# Generated names must not be ordinary words the templates use.
+_COMMON_WORDS = (
+    "the and was has his her him man men ten son sun run fun bun gun ban bin pin pen tin "
+    "ton tan van far bar car tar for nor per sir fir bus gas dam ram rim dim sam tim kin "
+    "lap map mat rat sat bat sin din bed red led fed dad mad sad bad lad mum rum sum tum "
+    "bel del mel sel tel fin kit lit sit bit fit pit nan ram sea see bee fee lee tea key "
+    "bay day may ray say way lay pay boy toy buy guy die lie tie pie").split()
+_RESERVED = set(COLORS + FRUITS + JOBS + TOOLS + FOODS + REGIONS + HABITATS + KINDS
+                + SOUNDS + tuple(_COMMON_WORDS))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,77 @@
+"""Simulated labelers: Bradley–Terry noise on the gold score plus a personal bias.
+
+Labeler j perceives v_j(r) = safety(r) * sum_c w_jc * part_c(r) + b_j * (log(1 + words(r)) - mean),
+with category weights w_j scattered around the judge's weights and a length preference b_j.
+Ranking = sort by u = v_j / tau + Gumbel noise, so for any two responses
+P(a > b) = sigmoid((v_j(a) - v_j(b)) / tau)  (Bradley–Terry), and the whole ranking is
+Plackett–Luce. tau is calibrated so two labelers agree on a pair with the target rate.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from rlhf_jax.data.world.judge import WEIGHTS
+
+
+class Labelers(NamedTuple):
+  weights_LxC: np.ndarray  # L labelers x C=3 categories (correctness, completeness, format)
+  length_bias_L: np.ndarray
+
+
+def make_labelers(rng: np.random.Generator, n: int, spread: float,
+                  length_bias: float) -> Labelers:
+  """w_j = normalise(WEIGHTS * exp(spread * N(0, 1))), b_j ~ N(0, length_bias^2)."""
+  weights = np.array(WEIGHTS) * np.exp(spread * rng.standard_normal((n, len(WEIGHTS))))
+  return Labelers(weights / weights.sum(axis=1, keepdims=True),
+                  length_bias * rng.standard_normal(n))
+
+
+def perceived(labelers: Labelers, j: int, parts_KxC: np.ndarray, safety_K: np.ndarray,
+              words_K: np.ndarray) -> np.ndarray:
+  """v_j for the K responses to one prompt (parts: correctness, completeness, format)."""
+  log_len = np.log1p(words_K)
+  return (safety_K * (parts_KxC @ labelers.weights_LxC[j])
+          + labelers.length_bias_L[j] * (log_len - log_len.mean()))
+
+
+def utilities(values_K: np.ndarray, tau: float, gumbel_K: np.ndarray) -> np.ndarray:
+  return values_K / tau + gumbel_K
+
+
+def dense_ranks(utilities_K: np.ndarray) -> list[int]:
+  """0 = highest utility; equal utilities share a rank."""
+  distinct = sorted(set(utilities_K.tolist()), reverse=True)
+  return [distinct.index(u) for u in utilities_K.tolist()]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+  return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def expected_agreement(diff_a_P: np.ndarray, diff_b_P: np.ndarray, tau: float) -> float:
+  """Mean over pairs of P(both prefer the first) + P(both prefer the second)."""
+  pa, pb = _sigmoid(diff_a_P / tau), _sigmoid(diff_b_P / tau)
+  return float(np.mean(pa * pb + (1.0 - pa) * (1.0 - pb)))
+
+
+def calibrate_temperature(diff_a_P: np.ndarray, diff_b_P: np.ndarray, target: float) -> float:
+  """The tau whose expected labeler-labeler agreement is `target` (bisection on log tau).
+
+  Agreement falls from its noiseless value at tau -> 0 to 1/2 as tau -> inf; if the
+  target exceeds the noiseless value the smallest tau is returned.
+  """
+  lo, hi = np.log(1e-4), np.log(1e2)
+  for _ in range(60):
+    mid = 0.5 * (lo + hi)
+    if expected_agreement(diff_a_P, diff_b_P, float(np.exp(mid))) > target:
+      lo = mid
+    else:
+      hi = mid
+  return float(np.exp(0.5 * (lo + hi)))
+
+
+def pair_differences(values_K: np.ndarray, groups_K: np.ndarray) -> np.ndarray:
+  """v_i - v_k for every pair i < k of responses with different texts."""
+  i, k = np.triu_indices(len(values_K), 1)
+  keep = groups_K[i] != groups_K[k]
+  return values_K[i[keep]] - values_K[k[keep]]
