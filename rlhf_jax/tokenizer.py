@@ -62,7 +62,9 @@ class Tokenizer:
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     """`encode` for many texts at once (parallel inside `tokenizers`)."""
-    encodings = self._hf.encode_batch_fast(list(texts), add_special_tokens=False)
+    # encode_batch_fast (tokenizers >= 0.21) skips computing offsets.
+    encode = getattr(self._hf, "encode_batch_fast", self._hf.encode_batch)
+    encodings = encode(list(texts), add_special_tokens=False)
     return [encoding.ids for encoding in encodings]
 
   def decode(self, ids: Iterable[int]) -> str:
