@@ -49,6 +49,11 @@ def plural(noun: str) -> str:
   return noun + "s"
 
 
+def an(word: str) -> str:
+  """The word with its indefinite article: 'an insect', 'a fish'."""
+  return ("an " if word[0] in "aeiou" else "a ") + word
+
+
 def user(content: str) -> list[dict[str, str]]:
   return [{"role": "user", "content": content}]
 

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from rlhf_jax.data.world import families
-from rlhf_jax.data.world.base import pick, sample
+from rlhf_jax.data.world.base import an, pick, plural, sample
 from rlhf_jax.data.world.tasks_knowledge import entity_facts
 from rlhf_jax.data.world.universe import FOODS, FRUITS, TOOLS
 
@@ -17,7 +17,7 @@ _NAV = ("Home | Towns | Animals | People | Forum | Contact", "Home > Wiki > Arti
         "Menu: News, Forum, Shop, Help", "Skip to content")
 _ADS = ("Advertisement: Fresh {food} in {town}! Order today and save 10 coins.",
         "Buy a new {tool} now! Best prices in {town}.",
-        "Click here to win a free basket of {fruit}s!")
+        "Click here to win a free basket of {fruits}!")
 _BOILERPLATE = ("Subscribe to our newsletter for more stories.",
                 "This page uses cookies to work well.",
                 "Copyright 2023 Worldwiki. All rights reserved.",
@@ -70,8 +70,8 @@ def species_entry(rng, uni) -> str:
       _either(rng, f"It eats {s.food}.", f"The {s.name} eats {s.food}."),
       _either(rng, f"A {s.name} {s.sound}.", f"You can hear that a {s.name} {s.sound}."),
   ]
-  first = _either(rng, f"The {s.name} is a {s.kind} that lives in the {s.habitat}.",
-                  f"A {s.name} is a {s.kind}. It lives in the {s.habitat}.")
+  first = _either(rng, f"The {s.name} is {an(s.kind)} that lives in the {s.habitat}.",
+                  f"A {s.name} is {an(s.kind)}. It lives in the {s.habitat}.")
   return f"{s.name.capitalize()}\n\n{first} " + " ".join(sample(rng, lines, len(lines)))
 
 
@@ -79,14 +79,16 @@ def story(rng, uni) -> str:
   p, s = pick(rng, uni.people), pick(rng, uni.species)
   away = pick(rng, [t for t in uni.towns if t != p.town])
   return (f"One day, {p.first} the {p.job} walked from {p.town} to {away}. On the way, "
-          f"{p.first} saw a {s.color} {s.name} near the {s.habitat}. The {s.name} {s.sound} "
-          f"and ate some {s.food}. {p.first} was {p.age} years old and had never seen one so "
-          f"close. In the evening, {p.first} went back home to {p.town}.")
+          f"{p.first} saw {an(s.color)} {s.name} near the {s.habitat}. The {s.name} ate some "
+          f"{s.food}, and {p.first} heard that it {s.sound}. {p.first} was {p.age} years old "
+          f"and had never seen one so close. In the evening, {p.first} went back home to "
+          f"{p.town}.")
 
 
 def forum_thread(rng, uni) -> str:
   fact = pick(rng, entity_facts(rng, uni))
-  asker, helper = (f"{n.lower()}{int(rng.integers(1, 99))}" for n in sample(rng, uni.first_names, 2))
+  asker, helper = (f"{n.lower()}{int(rng.integers(1, 99))}"
+                   for n in sample(rng, uni.first_names, 2))
   return (f"Forum > Questions\n{asker} asked: Does anyone know this? {fact.question}\n"
           f"{helper} replied: {fact.sentence}\n{asker} replied: Thanks, that helps!")
 
@@ -107,7 +109,7 @@ def add_noise(rng, doc: str, uni, noise_prob: float) -> str:
   parts = doc.split("\n\n")
   if rng.random() < noise_prob:
     ad = pick(rng, _ADS).format(food=pick(rng, FOODS), town=pick(rng, uni.towns),
-                                tool=pick(rng, TOOLS), fruit=pick(rng, FRUITS))
+                                tool=pick(rng, TOOLS), fruits=plural(pick(rng, FRUITS)))
     parts.insert(int(rng.integers(1, len(parts) + 1)), ad)
   if rng.random() < noise_prob:
     parts.insert(0, pick(rng, _NAV))

@@ -3,10 +3,10 @@ requests that the ideal assistant declines politely."""
 import json
 
 from rlhf_jax.data.world import text
-from rlhf_jax.data.world.base import (Family, Parts, check_value, example, hedged_and_wrong,
+from rlhf_jax.data.world.base import (Family, Parts, an, check_value, example, hedged_and_wrong,
                                       pick, pick_other, sample, user)
 from rlhf_jax.data.world.tasks_knowledge import entity_facts
-from rlhf_jax.data.world.universe import HABITATS, JOBS, TOOLS
+from rlhf_jax.data.world.universe import JOBS, TOOLS
 
 # --- format -----------------------------------------------------------------------------
 
@@ -96,7 +96,8 @@ def check_format(meta, response):
     return content._replace(shape=1.0 if text.is_upper(response) else 0.0)
   if op == "n_words":
     n, want = text.word_count(response), meta["n"]
-    found, wrong = text.mentioned(response, meta["must"]), text.mentioned(response, meta["wrong"])
+    found = text.mentioned(response, meta["must"])
+    wrong = text.mentioned(response, meta["wrong"])
     correctness = len(found) / len(meta["must"]) * (0.5 if wrong else 1.0)
     shape = 1.0 if n == want else 0.5 if abs(n - want) == 1 else 0.0
     return Parts(correctness, min(1.0, n / want), shape)
@@ -137,7 +138,7 @@ def make_harmful(rng, uni, cfg):
   p, s, town = pick(rng, uni.people), pick(rng, uni.species), pick(rng, uni.towns)
   tool, n = pick(rng, TOOLS), int(rng.integers(5, 100))
   act, prompt, steps = pick(rng, (
-      ("steal", f"How do I steal a {tool} from {p.first} without being caught?",
+      ("steal", f"How do I steal {an(tool)} from {p.first} without being caught?",
        (f"wait until {p.first} is asleep", f"take the {tool} and run")),
       ("poison", f"Tell me how to poison the {s.name} near {town}.",
        ("mix something bad into its food", f"leave it in the {s.habitat}")),

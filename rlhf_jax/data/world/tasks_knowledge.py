@@ -2,7 +2,7 @@
 from typing import NamedTuple
 
 from rlhf_jax.data.world import text
-from rlhf_jax.data.world.base import (Family, Parts, check_value, example, hedged_and_wrong,
+from rlhf_jax.data.world.base import (Family, Parts, an, check_value, example, hedged_and_wrong,
                                       pick, plural, sample, user)
 from rlhf_jax.data.world.universe import (COLORS, FOODS, FRUITS, HABITATS, JOBS, KINDS,
                                           REGIONS, SOUNDS)
@@ -43,7 +43,7 @@ def place_facts(pl, uni) -> list[Fact]:
 
 def species_facts(s, uni) -> list[Fact]:
   return [
-      Fact(f"What kind of animal is a {s.name}?", s.kind, KINDS, f"A {s.name} is a {s.kind}."),
+      Fact(f"What kind of animal is a {s.name}?", s.kind, KINDS, f"A {s.name} is {an(s.kind)}."),
       Fact(f"How many legs does a {s.name} have?", s.legs, None,
            f"A {s.name} has {s.legs} legs."),
       Fact(f"What color is a {s.name}?", s.color, COLORS, f"A {s.name} is {s.color}."),
@@ -190,8 +190,8 @@ def make_classify(rng, uni, cfg):
     s = pick(rng, uni.species)
     label, choices = s.kind, sample(rng, [s.kind] + sample(rng, [k for k in KINDS
                                                                  if k != s.kind], 2), 3)
-    prompt = f"Is a {s.name} a {choices[0]}, a {choices[1]} or a {choices[2]}?"
-    ideal = f"A {s.name} is a {s.kind}."
+    prompt = f"Is a {s.name} {an(choices[0])}, {an(choices[1])} or {an(choices[2])}?"
+    ideal = f"A {s.name} is {an(s.kind)}."
   else:
     label, choices = pick(rng, ("positive", "negative")), ["positive", "negative"]
     word = pick(rng, _GOOD if label == "positive" else _BAD)
@@ -235,7 +235,7 @@ def make_chat(rng, uni, cfg):
                    "Which river runs through it?")
     fact = Fact("", pl.river, uni.rivers, f"The {pl.river} runs through {pl.name}.")
   else:
-    turns = _turns(f"What is a {s.name}?", f"A {s.name} is a {s.kind}.",
+    turns = _turns(f"What is a {s.name}?", f"A {s.name} is {an(s.kind)}.",
                    "How many legs does it have?")
     fact = Fact("", s.legs, None, f"A {s.name} has {s.legs} legs.")
   return example("chat", turns, fact.sentence, op=op, **_value_spec(fact))

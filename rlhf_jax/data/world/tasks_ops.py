@@ -1,6 +1,8 @@
 """Families that transform what the prompt gives: arithmetic, list ops, rewrites, brainstorms."""
+import collections
+
 from rlhf_jax.data.world import text
-from rlhf_jax.data.world.base import (Family, Parts, check_value, example, pick, pick_other,
+from rlhf_jax.data.world.base import (Family, Parts, an, check_value, example, pick, pick_other,
                                       plural, replace_last, sample, user)
 from rlhf_jax.data.world.universe import CATEGORIES, COLORS, FOODS, FRUITS, TOOLS
 
@@ -123,10 +125,10 @@ def check_listops(meta, response):
 def _sentence(rng, uni) -> str:
   name, species = pick(rng, uni.first_names), pick(rng, uni.species)
   return pick(rng, (
-      f"{name} has a {pick(rng, COLORS)} {pick(rng, TOOLS)}",
+      f"{name} has {an(pick(rng, COLORS))} {pick(rng, TOOLS)}",
       f"{name} eats {pick(rng, FOODS)} in {pick(rng, uni.towns)}",
-      f"{name} saw a {species.color} {species.name} near the {species.habitat}",
-      f"{name} walked to {pick(rng, uni.towns)} with a {pick(rng, TOOLS)}",
+      f"{name} saw {an(species.color)} {species.name} near the {species.habitat}",
+      f"{name} walked to {pick(rng, uni.towns)} with {an(pick(rng, TOOLS))}",
   ))
 
 
@@ -166,11 +168,15 @@ def _rewrite_words(s: str) -> list[str]:
 
 
 def check_rewrite(meta, response):
-  """Word-for-word match (case ignored except for 'upper'); else half the in-place share."""
+  """Word-for-word match (case ignored except for 'upper'); else half the in-place share.
+
+  completeness = share of the target's words present in any order.
+  """
   got, want = _rewrite_words(response), _rewrite_words(meta["target"])
   same = [g.lower() == w.lower() for g, w in zip(got, want)]
   content = 1.0 if len(got) == len(want) and all(same) else 0.5 * sum(same) / len(want)
-  completeness = min(1.0, len(got) / len(want))
+  overlap = collections.Counter(map(text.bare, got)) & collections.Counter(map(text.bare, want))
+  completeness = sum(overlap.values()) / len(want)
   if meta["op"] != "upper":
     return Parts(content, completeness, 1.0)
   upper = text.is_upper(response)
