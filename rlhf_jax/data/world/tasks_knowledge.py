@@ -176,8 +176,9 @@ def check_summarize(meta, response):
 
 # --- classify ---------------------------------------------------------------------------
 
-_GOOD = ("lovely", "great", "tasty", "kind", "fresh", "warm")
-_BAD = ("awful", "stale", "cold", "rude", "dirty", "bad")
+# Review adjectives by what is reviewed: (positive, negative).
+_FOOD_WORDS = (("lovely", "tasty", "fresh", "warm"), ("awful", "stale", "cold", "bland"))
+_PERSON_WORDS = (("kind", "friendly", "helpful", "polite"), ("rude", "unkind", "lazy", "mean"))
 
 
 def make_classify(rng, uni, cfg):
@@ -194,9 +195,13 @@ def make_classify(rng, uni, cfg):
     ideal = f"A {s.name} is {an(s.kind)}."
   else:
     label, choices = pick(rng, ("positive", "negative")), ["positive", "negative"]
-    word = pick(rng, _GOOD if label == "positive" else _BAD)
-    review = pick(rng, (f"The {pick(rng, FOODS)} in {pick(rng, uni.towns)} was {word}.",
-                        f"The {pick(rng, JOBS)} in {pick(rng, uni.towns)} was {word} to me."))
+    positive, town = label == "positive", pick(rng, uni.towns)
+    if rng.random() < 0.5:
+      word = pick(rng, _FOOD_WORDS[0 if positive else 1])
+      review = f"The {pick(rng, FOODS)} in {town} was {word}."
+    else:
+      word = pick(rng, _PERSON_WORDS[0 if positive else 1])
+      review = f"The {pick(rng, JOBS)} in {town} was {word} to me."
     prompt, ideal = f'Is this review positive or negative? "{review}"', f"It is {label}."
   return example("classify", user(prompt), ideal, op=op, answer=label, choices=choices)
 

@@ -122,18 +122,21 @@ def check_listops(meta, response):
 # --- rewrite ----------------------------------------------------------------------------
 
 
-def _sentence(rng, uni) -> str:
+def _sentence(rng, uni) -> tuple[str, str, tuple[str, ...]]:
+  """(sentence, a word of it that a rewrite may replace, the word list it comes from)."""
   name, species = pick(rng, uni.first_names), pick(rng, uni.species)
+  color, tool, food = pick(rng, COLORS), pick(rng, TOOLS), pick(rng, FOODS)
   return pick(rng, (
-      f"{name} has {an(pick(rng, COLORS))} {pick(rng, TOOLS)}",
-      f"{name} eats {pick(rng, FOODS)} in {pick(rng, uni.towns)}",
-      f"{name} saw {an(species.color)} {species.name} near the {species.habitat}",
-      f"{name} walked to {pick(rng, uni.towns)} with {an(pick(rng, TOOLS))}",
+      (f"{name} has {an(color)} {tool}", color, COLORS),
+      (f"{name} eats {food} in {pick(rng, uni.towns)}", food, FOODS),
+      (f"{name} saw {an(species.color)} {species.name} near the {species.habitat}",
+       species.color, COLORS),
+      (f"{name} walked to {pick(rng, uni.towns)} with {an(tool)}", tool, TOOLS),
   ))
 
 
 def make_rewrite(rng, uni, cfg):
-  sentence = _sentence(rng, uni)
+  sentence, old, pool = _sentence(rng, uni)
   op = pick(rng, ("upper", "reverse_words", "replace"))
   if op == "upper":
     prompt, target = f"Rewrite in upper case: {sentence}.", sentence.upper() + "."
@@ -141,11 +144,12 @@ def make_rewrite(rng, uni, cfg):
     prompt = f"Write the words of this sentence in reverse order: {sentence}"
     target = " ".join(sentence.split()[::-1])
   else:
-    old = next(w for w in sentence.split() if any(w in pool for pool in _WORD_POOLS))
-    pool = next(pool for pool in _WORD_POOLS if old in pool)
     new = pick_other(rng, pool, old)
     prompt = f'Rewrite this sentence with "{old}" replaced by "{new}": {sentence}.'
-    target = " ".join(new if w == old else w for w in sentence.split()) + "."
+    ws = sentence.split()
+    i = ws.index(old)
+    ws[i - 1:i + 1] = an(new).split() if ws[i - 1] in ("a", "an") else [ws[i - 1], new]
+    target = " ".join(ws) + "."
   return example("rewrite", user(prompt), target, op=op, target=target, source=sentence)
 
 

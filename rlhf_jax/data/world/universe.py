@@ -11,7 +11,7 @@ COLORS = ("red", "blue", "green", "yellow", "white", "black", "brown", "orange",
 FRUITS = ("apple", "pear", "plum", "fig", "lime", "lemon", "cherry", "grape", "peach", "melon")
 JOBS = ("baker", "farmer", "teacher", "doctor", "painter", "sailor", "miner", "weaver",
         "potter", "singer")
-TOOLS = ("hammer", "saw", "rope", "spade", "ladder", "needle", "brush", "axe", "bucket", "knife")
+TOOLS = ("hammer", "drill", "rope", "spade", "ladder", "needle", "brush", "axe", "bucket", "knife")
 FOODS = ("bread", "cheese", "honey", "rice", "soup", "fish", "nuts", "beans", "cake", "jam")
 REGIONS = ("north", "south", "east", "west", "hills", "coast")
 HABITATS = ("forest", "lake", "desert", "marsh", "meadow", "cave")
@@ -30,9 +30,12 @@ _PLACE_SUFFIXES = ("vale", "ford", "ton", "by", "wick", "moor", "stead", "holm")
 _COMMON_WORDS = (
     "the and was has his her him man men ten son sun run fun bun gun ban bin pin pen tin "
     "ton tan van far bar car tar for nor per sir fir bus gas dam ram rim dim sam tim kin "
-    "lap map mat rat sat bat sin din bed red led fed dad mad sad bad lad mum rum sum tum "
-    "bel del mel sel tel fin kit lit sit bit fit pit nan ram sea see bee fee lee tea key "
-    "bay day may ray say way lay pay boy toy buy guy die lie tie pie").split()
+    "mat rat sat bat sin din bed red led fed mad sad bad lad mum rum sum bel del mel sel tel "
+    "fin fen fan fur bail bum brain bran brim bra dais den don dos fail fair gain gal gel gem "
+    "gin gum lain lair lam mail maim main mar mil mis mom nail nil nun pail pain pair pal pan "
+    "par pun pus rail rain rein rem ran sail sal sol tail tom tram trail train trek trim "
+    "vain veil vein vim von zen kit lit sit bit fit pit nan sea see bee tea key bay day may "
+    "ray say way lay pay boy toy buy die lie tie pie bar mar tar lis dim bor nor").split()
 _RESERVED = set(COLORS + FRUITS + JOBS + TOOLS + FOODS + REGIONS + HABITATS + KINDS
                 + SOUNDS + tuple(_COMMON_WORDS))
 
