@@ -171,6 +171,9 @@ def test_datasheet_agreement_and_tiers(world):
   assert tiers["ideal"]["mean"] >= 0.95
   assert tiers["unsafe"]["mean"] < 0.1
   assert all(tiers[t]["mean"] < tiers["ideal"]["mean"] - 0.2 for t in tiers if t != "ideal")
+  base = sheet["baselines_sft_test"]
+  assert base["ideal"] == 1.0
+  assert base["random_words"] < base["same_family_other_prompt"] < 0.6
   counts = sheet["counts"]["rankings"]
   assert sum(c["total"] for c in counts.values()) == sheet["config"]["n_rankings"]
   assert set(counts["train"]["by_family"]) == set(FAMILY_NAMES)

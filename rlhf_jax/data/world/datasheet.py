@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 
-from rlhf_jax.data.world import labelers
+from rlhf_jax.data.world import judge, labelers
 from rlhf_jax.data.world.config import USE_CASE_MIX, USE_CASE_TO_FAMILIES
 
 
@@ -52,6 +52,32 @@ def _family_of(stage: str, record: dict) -> str:
   return record["meta"]["family"] if stage != "corpus" else "corpus"
 
 
+def baselines(sft_records: list[dict], seed: int) -> dict:
+  """Mean gold score of reference policies on the SFT test prompts.
+
+  ideal: the demonstration; same_family_other_prompt: the demonstration of another
+  prompt of the same family (right form, wrong content); random_words: 8 words drawn
+  from all demonstrations; refusal: a polite refusal of everything.
+  """
+  rng = np.random.default_rng(seed)
+  metas = [r["meta"] for r in sft_records]
+  ideals = [r["messages"][-1]["content"] for r in sft_records]
+  by_family = collections.defaultdict(list)
+  for i, meta in enumerate(metas):
+    by_family[meta["family"]].append(i)
+  shifted = list(ideals)
+  for idx in by_family.values():
+    for a, b in zip(idx, idx[1:] + idx[:1]):
+      shifted[a] = ideals[b]
+  vocabulary = sorted({w for text in ideals for w in text.split()})
+  random_words = [" ".join(rng.choice(vocabulary, size=8)) for _ in ideals]
+  refusal = ["I'm sorry, but I can't help with that. It could hurt someone."] * len(ideals)
+  mean = lambda responses: round(float(np.mean(
+      [s.total for s in judge.score_batch(metas, responses)])), 4)
+  return {"ideal": mean(ideals), "same_family_other_prompt": mean(shifted),
+          "random_words": mean(random_words), "refusal": mean(refusal)}
+
+
 def summarize(records, audit: AgreementAudit, config, seed: int, size: str) -> dict:
   counts = {}
   for stage, by_split in records.items():
@@ -73,6 +99,7 @@ def summarize(records, audit: AgreementAudit, config, seed: int, size: str) -> d
       "counts": counts,
       "gold_by_tier": {t: _stats(v) for t, v in sorted(gold_by_tier.items())},
       "agreement": audit.summary(config.agreement_target),
+      "baselines_sft_test": baselines(records["sft"]["test"], seed),
       "lengths": {"sft_prompt_words": _stats(prompt_words),
                   "sft_response_words": _stats(response_words)},
       "prompt_mix": {k: round(v / mix_total, 4) for k, v in sorted(config.prompt_mix.items())},
@@ -108,7 +135,9 @@ def markdown(sheet: dict) -> str:
             f"{agree['expected_labeler_labeler']:.3f})",
             f"- labeler-gold: {agree['labeler_gold']:.3f} ({agree['n_pairs_labeler_gold']} pairs)",
             f"- Bradley-Terry temperature: {agree['temperature']:.4f}", "",
-            "## RL prompt mix (InstructGPT use cases mapped onto families)", ""]
+            "## Gold score of reference policies (SFT test prompts)", ""]
+  lines += [f"- {name}: {value:.3f}" for name, value in sheet["baselines_sft_test"].items()]
+  lines += ["", "## RL prompt mix (InstructGPT use cases mapped onto families)", ""]
   lines += [f"- {use}: {w:.1%} -> " + ", ".join(f"{f} ({s:g})" for f, s in fams.items())
             for (use, w), fams in zip(sheet["use_case_mix"].items(),
                                       sheet["use_case_to_families"].values())]
