@@ -126,7 +126,8 @@ def test_corpus_has_no_chat_template_but_has_qa_noise_and_duplicates(world):
   questions = [q[3:] if q.startswith("Q: ") else q for q in questions]
   splits = {split_of(prompt_key([{"role": "user", "content": q}]), 0, (0.7, 0.15, 0.15))
             for q in questions}
-  assert len(questions) > 100 and splits == {"train"}  # few-shot pages never show a valid/test prompt
+  # Few-shot pages never show a valid or test prompt.
+  assert len(questions) > 100 and splits == {"train"}
 
 
 def test_sft_fewer_than_rankings_and_all_families_present(world):

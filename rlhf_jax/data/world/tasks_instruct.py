@@ -60,8 +60,8 @@ def flawed_format(rng, ex, uni):
             "wrong": ex.ideal.replace(meta["must"][1], pick(rng, meta["wrong"]))}
   if meta["op"] == "list":
     values = [str(v) for v in meta["values"]]
-    return {"partial": ", ".join(values),
-            "wrong": "\n".join(f"- {v}" for v in values[:1] + [pick_other(rng, JOBS + TOOLS, v) for v in values[1:]])}
+    wrong = values[:1] + [pick_other(rng, JOBS + TOOLS, v) for v in values[1:]]
+    return {"partial": ", ".join(values), "wrong": "\n".join(f"- {v}" for v in wrong)}
   values = dict(meta["values"])
   flipped = {k: (v + 7 if isinstance(v, int) else pick_other(rng, JOBS + TOOLS, v))
              for k, v in values.items()}

@@ -3,6 +3,8 @@
 DIR/{corpus,sft,rankings,pairs,prompts}/{train,valid,test}.jsonl, DIR/datasheet.{md,json}.
 Each record family draws from its own generator, default_rng([seed, stream]), and a
 prompt's split is a hash of (seed, prompt messages), so equal prompts share a split.
+Ranking and pair metas also carry the candidates' tiers, gold scores and the labeler
+id: for analysis and evaluation only, never as a training signal.
 """
 import hashlib
 import json
