@@ -14,8 +14,11 @@ from rlhf_jax.errors import UserError
 
 
 def _abstract_with_shardings(abstract_tree, shardings):
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract_tree, shardings)
+  """Shape/dtype leaves that carry their target sharding (`shardings` may be a tree prefix)."""
+  def attach(sharding, subtree):
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+                        subtree)
+  return jax.tree.map(attach, shardings, abstract_tree)
 
 
 class Checkpointer:

@@ -35,12 +35,17 @@ def main(argv):
     _fail(f"unexpected arguments {argv[1:]}; pass settings as --config.KEY=VALUE")
   if _WORKDIR.value is None:
     _fail("--workdir is required; pass --workdir=DIR (a new or an existing run directory)")
-  if _CONFIG.value is None:
+  try:
+    config = _CONFIG.value
+  except Exception as e:  # pylint: disable=broad-except  (config_flags defers load errors)
+    _fail(f"cannot load --config: {' '.join(str(e).split())[:300]}")
+  if config is None:
     _fail("--config is required; pass --config=experiments/NAME.py[:smoke]")
   from rlhf_jax import train  # pylint: disable=g-import-not-at-top  (keeps --help fast)
   logging.getLogger().setLevel(logging.INFO)
+  logging.getLogger("absl").setLevel(logging.WARNING)  # orbax/tfds progress chatter
   try:
-    train.run(_CONFIG.value, _WORKDIR.value)
+    train.run(config, _WORKDIR.value)
   except UserError as e:
     _fail(str(e))
 

@@ -49,6 +49,42 @@ def check_finite(step: int, metrics: dict) -> None:
         f"lower optim.lr, enable optim.grad_clip, or resume from an earlier checkpoint")
 
 
+class Throughput:
+  """Steps/s, tokens/s and MFU over the steps since the last report.
+
+  Timing restarts after a pause (compilation, evaluation, checkpointing): the
+  first step finished after a pause only starts the clock.
+  """
+
+  def __init__(self, flops_per_step: float, peak_flops: float):
+    self._flops_per_step = flops_per_step
+    self._peak_flops = peak_flops
+    self.pause()
+
+  def pause(self) -> None:
+    self._start, self._steps, self._tokens = None, 0, 0.0
+
+  def step_done(self, tokens: float) -> None:
+    now = time.perf_counter()
+    if self._start is None:
+      self._start = now
+    else:
+      self._steps += 1
+      self._tokens += tokens
+
+  def report(self) -> dict[str, float]:
+    if not self._steps:
+      return {}
+    seconds = time.perf_counter() - self._start
+    rates = {"train/steps_per_sec": self._steps / seconds}
+    if self._tokens:
+      rates["train/tokens_per_sec"] = self._tokens / seconds
+    if self._flops_per_step and self._peak_flops:
+      rates["train/mfu"] = self._flops_per_step * self._steps / seconds / self._peak_flops
+    self._start, self._steps, self._tokens = time.perf_counter(), 0, 0.0
+    return rates
+
+
 class Writer:
   """Appends rows to WORKDIR/metrics.jsonl and TensorBoard event files in WORKDIR/tb."""
 

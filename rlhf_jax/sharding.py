@@ -5,6 +5,7 @@ Model code names axes logically (`embed`, `mlp`, `heads`, `vocab`, `batch`, ...)
 tensor parallel are therefore config changes: `mesh.data`, `mesh.fsdp`,
 `mesh.tensor` (-1 = all remaining devices).
 """
+import logging
 import math
 
 import flax.linen as nn
@@ -42,20 +43,22 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
     raise UserError(f"mesh {dict(zip(MESH_AXES, sizes))}: use positive sizes and at most one -1")
   known = math.prod(s for s in sizes if s != -1)
-  if num_devices % known:
+  if -1 in sizes and num_devices % known:
     raise UserError(f"mesh {dict(zip(MESH_AXES, sizes))} does not divide the {num_devices} "
                     f"devices; choose sizes whose product divides {num_devices}")
   sizes = [num_devices // known if s == -1 else s for s in sizes]
-  if math.prod(sizes) != num_devices:
-    raise UserError(f"mesh {dict(zip(MESH_AXES, sizes))} uses {math.prod(sizes)} of "
-                    f"{num_devices} devices; set one axis to -1 or make the product "
-                    f"{num_devices}")
+  if math.prod(sizes) > num_devices:
+    raise UserError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
+                    f"{num_devices} exist; make the product of the sizes at most {num_devices}")
   return tuple(sizes)
 
 
 def make_mesh(mesh_cfg) -> Mesh:
+  """The (data, fsdp, tensor) mesh; a mesh smaller than the machine uses the first devices."""
   shape = mesh_shape(mesh_cfg, jax.device_count())
-  devices = np.asarray(jax.devices()).reshape(shape)
+  if math.prod(shape) < jax.device_count():
+    logging.warning("mesh %s uses %d of %d devices", shape, math.prod(shape), jax.device_count())
+  devices = np.asarray(jax.devices()[:math.prod(shape)]).reshape(shape)
   return Mesh(devices, MESH_AXES)
 
 

@@ -136,30 +136,17 @@ def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, wr
   """Steps start_step+1 .. total_steps. Metrics are fetched one step late, so the host
   never waits on the step it just dispatched."""
   total = config.total_steps
-  progress = tqdm.tqdm(total=total, initial=start_step, dynamic_ncols=True,
-                       disable=None, desc=config.task)
+  progress = tqdm.tqdm(total=total, initial=start_step, dynamic_ncols=True, disable=None,
+                       desc=config.task)
+  throughput = metrics_lib.Throughput(task.flops_per_step, peak_flops)
   pending = None  # (step, device metrics) of the last dispatched step
-  window_start, window_tokens, window_steps = None, 0.0, 0
 
   def finish(step, device_metrics):
-    nonlocal window_start, window_tokens, window_steps
     host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
     metrics_lib.check_finite(step, host)
-    now = time.perf_counter()
-    if window_start is None:  # the first step includes compilation: not timed
-      window_start = now
-    else:
-      window_tokens += host.get("train/tokens", 0.0)
-      window_steps += 1
+    throughput.step_done(host.get("train/tokens", 0.0))
     if step % config.log_every == 0 or step == total:
-      if window_steps:
-        seconds = now - window_start
-        host["train/steps_per_sec"] = window_steps / seconds
-        if window_tokens:
-          host["train/tokens_per_sec"] = window_tokens / seconds
-        if task.flops_per_step and peak_flops:
-          host["train/mfu"] = task.flops_per_step * window_steps / seconds / peak_flops
-        window_start, window_tokens, window_steps = now, 0.0, 0
+      host.update(throughput.report())
       writer.write(step, host)
       progress.set_postfix({k.split("/")[1]: f"{host[k]:.4g}" for k in
                             ("train/loss", "train/tokens_per_sec") if k in host})
@@ -171,17 +158,20 @@ def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, wr
     if pending is not None:
       finish(*pending)
     pending = (step, device_metrics)
-    boundary = step == total or stop.signum is not None
-    if config.eval_every and (step % config.eval_every == 0 or step == total):
+    evaluate = config.eval_every and (step % config.eval_every == 0 or step == total)
+    save = (step == total or stop.signum is not None
+            or (config.ckpt_every and step % config.ckpt_every == 0))
+    if evaluate or save:
       finish(*pending)
       pending = None
-      writer.write(step, task.evaluate(state, jax.random.fold_in(eval_rng, step)))
-    if boundary or (config.ckpt_every and step % config.ckpt_every == 0):
-      ckpt.save(step, state, data_iter.get_state())
+      if evaluate:
+        writer.write(step, task.evaluate(state, jax.random.fold_in(eval_rng, step)))
+      if save:
+        ckpt.save(step, state, data_iter.get_state())
+      throughput.pause()
     if stop.signum is not None:
       break
   if pending is not None:
     finish(*pending)
   progress.close()
   return state
-

@@ -12,3 +12,29 @@ os.environ["JAX_CPU_ENABLE_ASYNC_DISPATCH"] = "false"
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ.setdefault(
     "RLHF_JAX_CACHE_DIR", tempfile.mkdtemp(prefix="rlhf_jax_test_cache_"))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import json
+import random
+
+import pytest
+
+_WORDS = ("the cat dog bird fox sees eats likes finds a red blue small big old young "
+          "river tree house field runs jumps sleeps sings over under near with and").split()
+
+
+def write_corpus(path, num_docs: int = 400, seed: int = 0) -> str:
+  """A small learnable JSONL corpus: short sentences from a 30-word vocabulary, some Unicode."""
+  rng = random.Random(seed)
+  with open(path, "w", encoding="utf-8") as f:
+    for i in range(num_docs):
+      sentences = [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 9))) + "."
+                   for _ in range(rng.randint(2, 6))]
+      text = f"Entry {i} — " + " ".join(s.capitalize() for s in sentences)
+      f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+  return str(path)
+
+
+@pytest.fixture(scope="session")
+def corpus_path(tmp_path_factory):
+  return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.jsonl")

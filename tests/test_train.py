@@ -1,0 +1,169 @@
+"""The shared loop with the pretraining task: learning, determinism, exact resume,
+data parallel / FSDP equivalence, signals, and the files a run leaves behind."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from rlhf_jax import configs, metrics, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(corpus_path, **overrides):
+  c = configs.base_config()
+  c.data.path = corpus_path
+  c.data.seq_len = 32
+  c.model.preset = "tiny"
+  c.model.num_layers = 1
+  c.model.embed_dim = 32
+  c.tokenizer.vocab_size = 300
+  c.batch_size = 16
+  c.total_steps = 12
+  c.optim.lr = 3e-3
+  c.optim.warmup_steps = 2
+  c.log_every = 1
+  c.eval_every = 6
+  c.eval_steps = 2
+  c.ckpt_every = 4
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def losses(workdir, key="train/loss"):
+  return {r["step"]: r[key] for r in metrics.read_metrics(workdir) if key in r}
+
+
+@pytest.fixture(scope="module")
+def reference_run(corpus_path, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  state = train.run(tiny_config(corpus_path), workdir)
+  return workdir, state
+
+
+def test_run_learns_and_leaves_its_files(reference_run):
+  workdir, state = reference_run
+  assert int(state.step) == 12
+  evals = losses(workdir, "eval/loss")
+  assert sorted(evals) == [0, 6, 12]
+  assert evals[12] < evals[0] - 0.5, evals
+  rows = metrics.read_metrics(workdir)
+  assert all("step" in r and "time" in r for r in rows)
+  train_rows = [r for r in rows if "train/loss" in r]
+  assert [r["step"] for r in train_rows] == list(range(1, 13))
+  assert all(r["train/tokens"] == 16 * 32 for r in train_rows)
+  assert any("train/tokens_per_sec" in r for r in train_rows)
+  for name in ("config.json", "tokenizer.json", "info.json", "checkpoints", "tb"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12", "4", "8"]
+  config = json.load(open(os.path.join(workdir, "config.json")))
+  assert config["model"]["preset"] == "tiny"
+
+
+def test_same_seed_same_losses_other_seed_differs(reference_run, corpus_path, tmp_path):
+  again = str(tmp_path / "again")
+  train.run(tiny_config(corpus_path), again)
+  assert losses(again) == losses(reference_run[0])
+  other = str(tmp_path / "other")
+  train.run(tiny_config(corpus_path, seed=1, total_steps=3, eval_every=0), other)
+  assert losses(other)[1] != losses(reference_run[0])[1]
+
+
+def test_resume_after_sigkill_reproduces_the_uninterrupted_run(reference_run, corpus_path,
+                                                               tmp_path):
+  """Kill -9 once a checkpoint exists; the rerun continues with identical losses."""
+  workdir = str(tmp_path / "killed")
+  config_file = os.path.join(tmp_path, "config.py")
+  with open(config_file, "w") as f:
+    f.write("import sys\nsys.path.insert(0, %r)\nfrom test_train import tiny_config\n"
+            "def get_config():\n  return tiny_config(%r)\n" % (os.path.dirname(__file__),
+                                                             corpus_path))
+  command = [sys.executable, "-m", "rlhf_jax.main", f"--config={config_file}",
+             f"--workdir={workdir}"]
+  process = subprocess.Popen(command + ["--config.total_steps=12"], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  deadline = time.time() + 120
+  while not os.path.isdir(os.path.join(workdir, "checkpoints", "4")):
+    assert process.poll() is None, process.stderr.read().decode()[-2000:]
+    assert time.time() < deadline
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  killed_at = max(losses(workdir))
+  assert killed_at < 12
+  subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+  assert losses(workdir) == losses(reference_run[0])
+  assert losses(workdir, "eval/loss") == losses(reference_run[0], "eval/loss")
+
+
+def test_sigterm_saves_a_checkpoint_then_resume_matches(reference_run, corpus_path, tmp_path,
+                                                        monkeypatch):
+  workdir = str(tmp_path / "sigterm")
+  config = tiny_config(corpus_path, ckpt_every=0)
+  batches_fed = []
+  device_batch = train.sharding.device_batch
+
+  def device_batch_then_signal(batch, mesh):  # SIGTERM arrives mid-run, between checkpoints
+    batches_fed.append(1)
+    if len(batches_fed) == 5:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return device_batch(batch, mesh)
+
+  monkeypatch.setattr(train.sharding, "device_batch", device_batch_then_signal)
+  with pytest.raises(SystemExit) as exit_info:
+    train.run(config, workdir)
+  monkeypatch.undo()
+  assert exit_info.value.code == 128 + signal.SIGTERM
+  saved = os.listdir(os.path.join(workdir, "checkpoints"))
+  assert len(saved) == 1 and 0 < int(saved[0]) < 12, saved
+  assert max(losses(workdir)) == int(saved[0])
+  train.run(config, workdir)
+  assert losses(workdir) == losses(reference_run[0])
+
+
+@pytest.mark.parametrize("mesh", [{"data": 8}, {"fsdp": 8}, {"data": 2, "fsdp": 4}])
+def test_data_parallel_and_fsdp_match_one_device(corpus_path, tmp_path, mesh):
+  steps = dict(total_steps=5, eval_every=0, ckpt_every=0)
+  one = str(tmp_path / "one")
+  train.run(tiny_config(corpus_path, **{"mesh.data": 1}, **steps), one)
+  sharded = str(tmp_path / "sharded")
+  overrides = {"mesh.data": 1, "mesh.fsdp": 1, **{f"mesh.{k}": v for k, v in mesh.items()}}
+  state = train.run(tiny_config(corpus_path, **overrides, **steps), sharded)
+  reference, result = losses(one), losses(sharded)
+  assert sorted(result) == [1, 2, 3, 4, 5]
+  for step in result:
+    assert abs(result[step] - reference[step]) <= 1e-5 * abs(reference[step]), step
+  if "fsdp" in mesh:  # parameters really are split across devices
+    wte = state.params["wte"]["embedding"].value
+    shard_rows = {shard.data.shape[1] for shard in wte.addressable_shards}
+    assert shard_rows == {wte.shape[1] // mesh["fsdp"]}, (wte.sharding, shard_rows)
+
+
+def test_gradient_accumulation_matches_one_big_batch(corpus_path, tmp_path):
+  steps = dict(total_steps=3, eval_every=0, ckpt_every=0)
+  big = str(tmp_path / "big")
+  train.run(tiny_config(corpus_path, **steps), big)
+  accumulated = str(tmp_path / "accumulated")
+  train.run(tiny_config(corpus_path, **{"optim.grad_accum_steps": 2}, **steps), accumulated)
+  np.testing.assert_allclose(list(losses(accumulated).values()), list(losses(big).values()),
+                             rtol=1e-5)
+
+
+def test_init_from_warm_starts_params(reference_run, corpus_path, tmp_path):
+  workdir = str(tmp_path / "warm")
+  config = tiny_config(corpus_path, init_from=reference_run[0], total_steps=1, eval_every=1)
+  state = train.run(config, workdir)
+  warm_eval = losses(workdir, "eval/loss")[0]
+  assert warm_eval == pytest.approx(losses(reference_run[0], "eval/loss")[12], rel=1e-5)
+  assert int(jax.device_get(state.step)) == 1
