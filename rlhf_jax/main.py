@@ -37,7 +37,9 @@ def main(argv):
     _fail("--workdir is required; pass --workdir=DIR (a new or an existing run directory)")
   try:
     config = _CONFIG.value
-  except Exception as e:  # pylint: disable=broad-except  (config_flags defers load errors)
+    if config is not None:
+      _ = config.task  # config_flags reports a failed load on first access
+  except Exception as e:  # pylint: disable=broad-except
     _fail(f"cannot load --config: {' '.join(str(e).split())[:300]}")
   if config is None:
     _fail("--config is required; pass --config=experiments/NAME.py[:smoke]")

@@ -244,6 +244,9 @@ def test_corpus_sources_config_errors_and_mixture(tmp_path):
   with pytest.raises(UserError, match="exactly one of"):
     corpus.corpus_sources(cfg)
   cfg.path, cfg.tfds_name = str(tmp_path / "a.jsonl"), "tiny_shakespeare"
+  local = corpus.corpus_sources(cfg)  # a local path replaces the catalog default (offline)
+  assert local["train"][0][0] == "corpus" and local["train"][0][1][0]["text"] == "a 0"
+  cfg.mixture = ml_collections.ConfigDict({"a": configs.mixture_source(path=cfg.path)})
   with pytest.raises(UserError, match="exactly one of"):
     corpus.corpus_sources(cfg)
   cfg.path, cfg.tfds_name = "", ""

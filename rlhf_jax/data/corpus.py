@@ -1,9 +1,11 @@
 """The pretraining corpus named by the `data` config block: sources and their weights.
 
-Exactly one of `data.path` (local files, globs or `world:SIZE:SEED/corpus`),
+One of `data.path` (local files, globs or `world:SIZE:SEED/corpus`),
 `data.tfds_name` (a TFDS catalog dataset) or `data.mixture` (name →
-{path or tfds_name, weight}) says where the text comes from.
+{path or tfds_name, weight}) says where the text comes from; a `data.path`
+given next to a config's `data.tfds_name` wins (a local copy for offline use).
 """
+import logging
 import os
 from typing import Any, Iterator
 
@@ -26,14 +28,19 @@ def _splits(data_cfg, path: str, tfds_name: str, valid_path: str = "") -> dict[s
 def corpus_sources(data_cfg) -> dict[str, list[tuple[str, store.Source, float]]]:
   """{"train": [(name, source, weight), ...], "validation": [...]}; weights sum to 1."""
   given = [key for key in ("path", "tfds_name", "mixture") if data_cfg[key]]
+  if given == ["path", "tfds_name"]:
+    # A local copy given on the command line replaces the config's catalog default.
+    logging.info("data.path=%r replaces data.tfds_name=%r", data_cfg.path, data_cfg.tfds_name)
+    given = ["path"]
   if len(given) != 1:
     raise UserError(f"the corpus is given by {given or 'none'} of the data keys; {_ONE_OF}")
   if data_cfg.valid_path and not data_cfg.path:
     raise UserError("--config.data.valid_path only applies with --config.data.path; "
                     "drop it or use data.path")
   if not data_cfg.mixture:
-    name = data_cfg.tfds_name or "corpus"
-    splits = _splits(data_cfg, data_cfg.path, data_cfg.tfds_name, data_cfg.valid_path)
+    tfds_name = "" if data_cfg.path else data_cfg.tfds_name
+    name = tfds_name or "corpus"
+    splits = _splits(data_cfg, data_cfg.path, tfds_name, data_cfg.valid_path)
     return {split: [(name, source, 1.0)] for split, source in splits.items()}
   entries = sorted(data_cfg.mixture.items())
   total_weight = 0.0

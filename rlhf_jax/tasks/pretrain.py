@@ -62,7 +62,7 @@ def make_task(config, workdir: str, mesh) -> Task:
     new_state = state.apply_gradients(grads, tx)
     return new_state, {
         "train/loss": loss,
-        "train/grad_norm": optax.global_norm(grads),
+        "train/grad_norm": optax.tree.norm(grads),
         "train/lr": optim.learning_rate(config.optim, config.total_steps)(state.step),
         "train/tokens": count,
     }
