@@ -194,9 +194,10 @@ def local_dataset(spec: str, fmt: str, *, valid_spec: str = "", valid_fraction: 
                  len(records), fmt, path_spec, skipped)
     return records
 
-  builder = _make_builder(name, fmt, {}, data_dir)
-  if builder.is_prepared():
-    return _open_splits(builder)
+  # A builder reads the dataset's info when constructed: build a new one after any wait, so
+  # a dataset that another process finished meanwhile is opened with its splits.
+  if _make_builder(name, fmt, {}, data_dir).is_prepared():
+    return _open_splits(_make_builder(name, fmt, {}, data_dir))
   with _file_lock(os.path.join(data_dir, f".{name}.lock")):
     builder = _make_builder(name, fmt, {}, data_dir)
     if not builder.is_prepared():
