@@ -141,15 +141,21 @@ def test_sft_batches_match_the_chat_template_and_resume(tok, caplog):
   assert len(batches) == 2
   for row, record in enumerate(records[:4]):
     ids, mask = tok.encode_chat(record["messages"])
-    n = min(len(ids), max_len)
-    np.testing.assert_array_equal(batches[0]["tokens"][row, :n], ids[:n])
+    # Too long: the oldest context tokens go first, the final assistant turn stays.
+    final = len(ids) - ids[::-1].index(tok.assistant_id)
+    cut = max(0, min(len(ids) - max_len, final - max_len // 2))
+    ids, mask = ids[cut:][:max_len], mask[cut:][:max_len]
+    n = len(ids)
+    np.testing.assert_array_equal(batches[0]["tokens"][row, :n], ids)
     np.testing.assert_array_equal(batches[0]["tokens"][row, n:], tok.pad_id)
-    np.testing.assert_array_equal(batches[0]["loss_mask"][row, :n], mask[:n])
+    np.testing.assert_array_equal(batches[0]["loss_mask"][row, :n], mask)
     assert batches[0]["loss_mask"][row, n:].sum() == 0
   assert batches[0]["tokens"].dtype == np.int32 and batches[0]["loss_mask"].shape == (4, 16)
   with caplog.at_level(logging.WARNING):
-    list(pipeline.sft_iterator(source, tok, max_len=12, batch_size=2, seed=0, repeat=False))
+    short = list(pipeline.sft_iterator(source, tok, max_len=12, batch_size=2, seed=0,
+                                       repeat=False))
   assert "truncated to 12 tokens" in caplog.text
+  assert all(np.all(b["loss_mask"].sum(-1) > 0) for b in short)  # no row loses its target
 
   def make(state):
     return pipeline.sft_iterator(source, tok, max_len=max_len, batch_size=3, seed=4, state=state)

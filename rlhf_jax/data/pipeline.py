@@ -204,13 +204,28 @@ def _pad_right(ids: Sequence[int], length: int, pad: int) -> np.ndarray:
   return out
 
 
+def _fit(context: list[int], target: list[int], max_len: int) -> tuple[list[int], int]:
+  """Cuts context + target to max_len tokens; returns (ids, where the target starts).
+
+  The context (prompt, earlier turns) loses its oldest tokens first, so the
+  target always survives; a target longer than half the row keeps at least
+  max_len // 2 context tokens and loses its own end instead.
+  """
+  if len(context) + len(target) <= max_len:
+    return context + target, len(context)
+  keep = max(max_len - len(target), min(len(context), max_len // 2))
+  kept = context[len(context) - keep:]
+  return (kept + target)[:max_len], len(kept)
+
+
 def sft_iterator(source, tokenizer, *, max_len: int, batch_size: int, seed: int,
                  shuffle: bool = True, repeat: bool = True, shard_index: int = 0,
                  shard_count: int = 1, state: dict | None = None, split: str = ""):
   """{"tokens": int32[B, L] right-padded with pad_id, "loss_mask": int32[B, L]}.
 
-  loss_mask is 1 on assistant content and its EOS. Longer conversations are
-  cut at L tokens (counted in a warning).
+  loss_mask is 1 on assistant content and its EOS. A conversation longer than
+  L is cut by `_fit`: earlier turns lose their oldest tokens so that the final
+  assistant turn is kept (counted in a warning).
   """
   truncations = _TruncationLog("SFT examples", max_len)
 
@@ -218,6 +233,9 @@ def sft_iterator(source, tokenizer, *, max_len: int, batch_size: int, seed: int,
     del index
     ids, loss_mask = tokenizer.encode_chat(record["messages"])
     truncations.count(len(ids) > max_len)
+    final_turn = len(ids) - ids[::-1].index(tokenizer.assistant_id)
+    ids, start = _fit(ids[:final_turn], ids[final_turn:], max_len)
+    loss_mask = (loss_mask[final_turn - start:final_turn] + loss_mask[final_turn:])[:max_len]
     return {"tokens": _pad_right(ids, max_len, tokenizer.pad_id),
             "loss_mask": _pad_right(loss_mask, max_len, 0)}
 
@@ -236,7 +254,8 @@ def preference_iterator(source, tokenizer, *, max_len: int, num_responses: int,
   Row k holds prompt (chat template + generation prompt), response k and EOS,
   right-padded; response_mask is 1 on the response and its EOS. ranking is
   the record's (0 = best, ties equal) and -1 for rows of missing responses
-  (records with fewer than K responses). Rows longer than L are cut at L.
+  (records with fewer than K responses). Rows longer than L are cut by `_fit`
+  (the prompt loses its oldest tokens first), so every response keeps tokens.
   """
   truncations = _TruncationLog("preference responses", max_len)
 
@@ -250,10 +269,10 @@ def preference_iterator(source, tokenizer, *, max_len: int, num_responses: int,
     response_mask_KxL = np.zeros((num_responses, max_len), dtype=np.int32)
     ranking_K = np.full(num_responses, -1, dtype=np.int32)
     for k, response_ids in enumerate(tokenizer.encode_batch(responses)):
-      ids = prompt_ids + response_ids + [tokenizer.eos_id]
-      truncations.count(len(ids) > max_len)
+      truncations.count(len(prompt_ids) + len(response_ids) + 1 > max_len)
+      ids, start = _fit(prompt_ids, response_ids + [tokenizer.eos_id], max_len)
       tokens_KxL[k] = _pad_right(ids, max_len, tokenizer.pad_id)
-      response_mask_KxL[k, len(prompt_ids):len(ids)] = 1
+      response_mask_KxL[k, start:len(ids)] = 1
       ranking_K[k] = record["ranking"][k]
     return {"tokens": tokens_KxL, "response_mask": response_mask_KxL, "ranking": ranking_K}
 
