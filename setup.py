@@ -23,5 +23,5 @@ setup(
         "matplotlib",
         "absl-py",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist", "ipython"]},
 )

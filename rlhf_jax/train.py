@@ -67,10 +67,14 @@ def _check_resumable(config, workdir: str) -> None:
     return
   with open(path, encoding="utf-8") as f:
     saved = json.load(f)
+  current = json.loads(config.to_json())
   for key in ("task", "model"):
-    if key in saved and saved[key] != json.loads(config.to_json())[key]:
+    if key in saved and saved[key] != current[key]:
       raise UserError(f"{workdir} holds a run with a different '{key}' config; resume with "
                       f"the same config or choose a new --workdir")
+  if saved.get("total_steps") != current["total_steps"]:
+    logging.warning("resuming with total_steps=%s (was %s): the learning-rate schedule "
+                    "changes from here on", current["total_steps"], saved.get("total_steps"))
 
 
 def run(config, workdir: str):
