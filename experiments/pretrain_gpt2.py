@@ -17,6 +17,7 @@ from rlhf_jax import configs
 
 
 def get_config(arg=None):
+  arg = configs.variant(arg, ["smoke"])
   c = configs.base_config()
   c.task = "pretrain"
   c.data.path = "world:small:0/corpus"
@@ -33,20 +34,7 @@ def get_config(arg=None):
   c.log_every = 50
   c.eval_every = 1000
   c.ckpt_every = 1000
-  if arg == "smoke":
-    c.model.preset = "tiny"
-    c.model.dtype = "float32"
-    c.model.attention = "xla"
-    c.tokenizer.vocab_size = 512
-    c.data.seq_len = 64
-    c.batch_size = 16
-    c.optim.grad_accum_steps = 2
-    c.total_steps = 6
-    c.optim.warmup_steps = 2
-    c.log_every = 2
-    c.eval_every = 6
-    c.eval_steps = 2
-    c.ckpt_every = 6
-  elif arg:
-    raise ValueError(f"unknown variant {arg!r}; use '' or 'smoke'")
+  if arg == "smoke":  # same wiring, tiny; grad accumulation kept on
+    configs.smoke(c, total_steps=6, log_every=2, eval_every=6, eval_steps=2, ckpt_every=6,
+                  **{"optim.grad_accum_steps": 2, "optim.warmup_steps": 2})
   return c

@@ -17,6 +17,7 @@ from rlhf_jax import configs
 
 
 def get_config(arg=None):
+  arg = configs.variant(arg, ["smoke"])
   c = configs.base_config()
   c.task = "pretrain"
   c.data.path = "world:small:0/corpus"
@@ -30,17 +31,5 @@ def get_config(arg=None):
   c.eval_every = 200
   c.ckpt_every = 200
   if arg == "smoke":
-    c.model.preset = "tiny"
-    c.tokenizer.vocab_size = 512
-    c.data.seq_len = 64
-    c.batch_size = 16
-    c.total_steps = 30
-    c.optim.lr = 3e-3
-    c.optim.warmup_steps = 5
-    c.log_every = 5
-    c.eval_every = 15
-    c.eval_steps = 4
-    c.ckpt_every = 10
-  elif arg:
-    raise ValueError(f"unknown variant {arg!r}; use '' or 'smoke'")
+    configs.smoke(c)
   return c

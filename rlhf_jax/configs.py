@@ -50,3 +50,33 @@ def base_config() -> ml_collections.ConfigDict:
 def mixture_source(path: str = "", tfds_name: str = "", weight: float = 1.0):
   """One entry of `config.data.mixture`."""
   return ml_collections.ConfigDict(dict(path=path, tfds_name=tfds_name, weight=weight))
+
+
+def smoke(c: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
+  """The `:smoke` variant: a tiny model for a few steps, seconds on a CPU."""
+  c.model.update(preset="tiny", dropout=0.0, dtype="float32", attention="xla")
+  c.tokenizer.vocab_size = 512
+  c.data.seq_len = 64
+  c.batch_size = 16
+  c.total_steps = 30
+  c.optim.update(lr=3e-3, warmup_steps=5, grad_accum_steps=1)
+  c.update(log_every=5, eval_every=15, eval_steps=4, ckpt_every=10)
+  return override(c, **overrides)
+
+
+def override(c: ml_collections.ConfigDict, **dotted) -> ml_collections.ConfigDict:
+  """Sets values by dotted key, like `--config.optim.lr=...`: override(c, **{"optim.lr": 1e-3})."""
+  for key, value in dotted.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return c
+
+
+def variant(arg, variants: dict) -> str:
+  """Checks a `:ARG` against the experiment's variants ('' always means the full run)."""
+  if arg and arg not in variants:
+    raise ValueError(f"unknown variant {arg!r}; use one of {['', *variants]}")
+  return arg or ""

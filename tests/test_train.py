@@ -32,13 +32,7 @@ def tiny_config(corpus_path, **overrides):
   c.eval_every = 6
   c.eval_steps = 2
   c.ckpt_every = 4
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return configs.override(c, **overrides)
 
 
 def losses(workdir, key="train/loss"):
