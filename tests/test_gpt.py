@@ -107,3 +107,10 @@ def test_full_size_presets_by_eval_shape(preset, expected_millions):
   count = gpt.count_params(shapes["params"])
   # GPT-2's counts with the vocabulary padded from 50257 to 50304 (+47·D).
   assert abs(count / 1e6 - expected_millions) < 1.0, count
+
+
+def test_inputs_longer_than_max_len_are_refused(params):
+  with pytest.raises(ValueError, match="max_len"):
+    gpt.GPT(CFG).apply({"params": params}, _tokens(1, CFG.max_len + 1))
+  with pytest.raises(ValueError, match="max_len"):
+    gpt.init_cache(CFG, batch=1, slots=CFG.max_len + 1)

@@ -85,6 +85,8 @@ class KVCache(NamedTuple):
 
 
 def init_cache(cfg: GPTConfig, batch: int, slots: int) -> KVCache:
+  if slots > cfg.max_len:  # positions past max_len have no embedding
+    raise ValueError(f"a cache of {slots} slots exceeds the model's max_len={cfg.max_len}")
   shape = (batch, slots, cfg.num_heads, cfg.head_dim)
   zeros = tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.num_layers))
   return KVCache(zeros, zeros, jnp.zeros((batch, slots), bool), jnp.zeros((), jnp.int32))
@@ -206,6 +208,8 @@ class GPT(nn.Module):
     """Final-LayerNorm hidden states [B, T, D] (fp32) and the updated cache (or None)."""
     cfg = self.cfg
     b, t = tokens_BxT.shape
+    if t > cfg.max_len:  # positions past max_len have no embedding
+      raise ValueError(f"{t} tokens exceed the model's max_len={cfg.max_len}")
     if positions_BxT is None:
       start = 0 if cache is None else cache.index
       positions_BxT = jnp.broadcast_to(start + jnp.arange(t), (b, t))
