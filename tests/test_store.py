@@ -2,14 +2,11 @@
 import json
 import os
 import pathlib
-import sys
 import threading
-import types
 
 import pytest
 import tensorflow_datasets as tfds
 
-import rlhf_jax.data
 from rlhf_jax.data import readers
 from rlhf_jax.data import store
 from rlhf_jax.errors import UserError
@@ -120,24 +117,26 @@ def test_crashed_build_leaves_no_dataset_and_concurrent_builds_agree(tmp_path, m
 
 
 def test_world_spec_generates_once_and_uses_its_splits(tmp_path, monkeypatch):
+  from rlhf_jax.data import world  # pylint: disable=g-import-not-at-top
   generated = []
+  write_world = world.write_world
 
-  def write_world(out_dir, seed=0, size="small"):
+  def counting_write_world(out_dir, seed=0, size="small"):
     generated.append((size, seed))
-    os.makedirs(os.path.join(out_dir, "corpus"))
-    for split, n in [("train", 4), ("valid", 2), ("test", 1)]:
-      _write_jsonl(pathlib.Path(out_dir, "corpus", f"{split}.jsonl"), _corpus(n, split))
+    write_world(out_dir, seed=seed, size=size)
 
-  fake_world = types.ModuleType("rlhf_jax.data.world")
-  fake_world.write_world = write_world
-  monkeypatch.setitem(sys.modules, "rlhf_jax.data.world", fake_world)
-  monkeypatch.setattr(rlhf_jax.data, "world", fake_world, raising=False)
+  monkeypatch.setattr(world, "write_world", counting_write_world)
   cache = str(tmp_path / "cache")
-  splits = store.local_dataset("world:small:3/corpus", "corpus", cache=cache)
-  assert splits["train"][0]["text"].startswith("train 0")
-  assert len(splits["train"]) == 4 and len(splits["validation"]) == 2
-  assert store.ensure_world("small", 3, cache) == os.path.join(cache, "world", "small_seed3")
+  world_dir = os.path.join(cache, "world", "small_seed3")
+  splits = store.local_dataset("world:small:3/sft", "sft", cache=cache)
+  store.local_dataset("world:small:3/prompts", "prompts", cache=cache)
   assert generated == [("small", 3)]
+  assert store.ensure_world("small", 3, cache) == world_dir
+  for split, name in [("train", "train"), ("validation", "valid"), ("test", "test")]:
+    with open(os.path.join(world_dir, "sft", f"{name}.jsonl")) as f:
+      lines = f.readlines()
+    assert len(splits[split]) == len(lines)
+    assert splits[split][0]["messages"] == json.loads(lines[0])["messages"]
   assert not [name for name in os.listdir(os.path.join(cache, "world"))
               if name.startswith(".incomplete")]
 

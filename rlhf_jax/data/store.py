@@ -164,21 +164,27 @@ def _decode_json_record(example: dict) -> dict:
 
 def _open_splits(builder) -> dict[str, Source]:
   return {split: Source(builder.as_data_source(split=split), _decode_json_record)
-          for split in _SPLITS}
+          for split in builder.info.splits}
 
 
 def local_dataset(spec: str, fmt: str, *, valid_spec: str = "", valid_fraction: float = 0.1,
                   skip_malformed: bool = False, text_key: str = "text",
                   cache: str = "") -> dict[str, Source]:
-  """{"train", "validation"} Sources of local files in `fmt`, built once into the cache."""
+  """{"train", "validation"} Sources of local files in `fmt`, built once into the cache.
+
+  World specs also give the world's held-out "test" split (for evaluation).
+  """
   from rlhf_jax.data import readers  # pylint: disable=g-import-not-at-top
+  test_spec = ""
   if spec.startswith(_WORLD_PREFIX):
     size, seed, kind = _parse_world_spec(spec)
     world_dir = ensure_world(size, seed, cache)
     spec = os.path.join(world_dir, kind, "train.jsonl")
     valid_spec = valid_spec or os.path.join(world_dir, kind, "valid.jsonl")
+    test_spec = os.path.join(world_dir, kind, "test.jsonl")
   key = {"version": _STORE_VERSION, "fmt": fmt, "files": _file_fingerprints(spec),
          "valid_files": _file_fingerprints(valid_spec) if valid_spec else [],
+         "test_files": _file_fingerprints(test_spec) if test_spec else [],
          "valid_fraction": None if valid_spec else valid_fraction,
          "skip_malformed": skip_malformed, "text_key": text_key,
          "txt_chunk_chars": _TXT_CHUNK_CHARS}
@@ -206,6 +212,8 @@ def local_dataset(spec: str, fmt: str, *, valid_spec: str = "", valid_fraction: 
         splits = {"train": records, "validation": read(valid_spec)}
       else:
         splits = dict(zip(_SPLITS, _split_records(records, valid_fraction, spec)))
+      if test_spec:
+        splits["test"] = read(test_spec)
       logging.info("Building %s dataset %s in %s: %d train, %d validation records.", fmt, name,
                    data_dir, len(splits["train"]), len(splits["validation"]))
       builder = _make_builder(name, fmt, splits, data_dir)
