@@ -104,7 +104,7 @@ def main(argv=None) -> dict:
         lambda p, b, r: loss_fn(p, b["tokens"], r), state.params, batch, rng, args.grad_accum)
     return state.apply_gradients(grads, tx), loss
 
-  with mesh, nn.logical_axis_rules(rules):
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     init_rng, data_rng, step_rng = jax.random.split(jax.random.key(args.seed), 3)
     abstract_state = jax.eval_shape(init, init_rng)
     state_shardings = sharding.logical_shardings(abstract_state, mesh, rules)

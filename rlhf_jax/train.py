@@ -89,7 +89,7 @@ def run(config, workdir: str):
     _check_resumable(config, workdir)
   _write_config(config, workdir)
 
-  with mesh, nn.logical_axis_rules(rules):
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     task = make_task(config, workdir, mesh)
     init_rng, train_rng, eval_rng = jax.random.split(jax.random.key(config.seed), 3)
     abstract_state = jax.eval_shape(task.init, init_rng)

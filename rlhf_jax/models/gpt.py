@@ -92,11 +92,27 @@ def init_cache(cfg: GPTConfig, batch: int, slots: int) -> KVCache:
   return KVCache(zeros, zeros, jnp.zeros((batch, slots), bool), jnp.zeros((), jnp.int32))
 
 
-def _dense(features, axes, name, dtype, std=0.02):
-  init = nn.with_logical_partitioning(nn.initializers.normal(std), axes)
-  return nn.DenseGeneral(features, dtype=dtype, param_dtype=jnp.float32, kernel_init=init,
-                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
-                         name=name)
+class Projection(nn.Module):
+  """y = x·W + b, contracting the last `num_in` axes of x; W's logical axes are `axes`.
+
+  (An explicit kernel rather than nn.DenseGeneral, which flattens multi-axis
+  kernels and so loses their logical sharding under `jax.set_mesh`.)
+  """
+  out_shape: tuple
+  axes: tuple
+  num_in: int = 1
+  std: float = 0.02
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x):
+    in_shape = x.shape[x.ndim - self.num_in:]
+    kernel = self.param("kernel", nn.with_logical_partitioning(
+        nn.initializers.normal(self.std), self.axes), in_shape + self.out_shape, jnp.float32)
+    bias = self.param("bias", nn.with_logical_partitioning(
+        nn.initializers.zeros, self.axes[self.num_in:]), self.out_shape, jnp.float32)
+    y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.num_in)
+    return y + bias.astype(self.dtype)
 
 
 def _layer_norm(name):
@@ -111,10 +127,10 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x_BxTxD, mask_BxTxS, layer_cache, deterministic):
     cfg = self.cfg
-    dtype = jnp.dtype(cfg.dtype)
     # GPT-2 scales residual-branch output projections by 1/sqrt(2L).
     out_std = 0.02 / (2 * cfg.num_layers) ** 0.5
-    qkv = _dense((3, cfg.num_heads, cfg.head_dim), ("embed", "qkv", "heads", "kv"), "qkv", dtype)
+    qkv = Projection((3, cfg.num_heads, cfg.head_dim), ("embed", "qkv", "heads", "kv"),
+                     dtype=cfg.dtype, name="qkv")
     q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = jnp.moveaxis(qkv(x_BxTxD), 2, 0)
     if layer_cache is not None:
       keys_BxSxHxK, values_BxSxHxK, index = layer_cache
@@ -129,12 +145,8 @@ class Attention(nn.Module):
       out = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK,
                                          mask=mask_BxTxS[:, None], implementation="xla")
     out = nn.with_logical_constraint(out, ("batch", "length", "act_heads", "act_kv"))
-    proj = nn.DenseGeneral(cfg.embed_dim, axis=(-2, -1), dtype=dtype, param_dtype=jnp.float32,
-                           kernel_init=nn.with_logical_partitioning(
-                               nn.initializers.normal(out_std), ("heads", "kv", "embed")),
-                           bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
-                                                                  ("embed",)),
-                           name="out")
+    proj = Projection((cfg.embed_dim,), ("heads", "kv", "embed"), num_in=2, std=out_std,
+                      dtype=cfg.dtype, name="out")
     y = nn.Dropout(cfg.dropout)(proj(out), deterministic=deterministic)
     return y, layer_cache
 
@@ -145,12 +157,13 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x_BxTxD, deterministic):
     cfg = self.cfg
-    dtype = jnp.dtype(cfg.dtype)
-    h_BxTxF = _dense(4 * cfg.embed_dim, ("embed", "mlp"), "fc", dtype)(x_BxTxD)
+    h_BxTxF = Projection((4 * cfg.embed_dim,), ("embed", "mlp"), dtype=cfg.dtype,
+                         name="fc")(x_BxTxD)
     h_BxTxF = nn.with_logical_constraint(nn.gelu(h_BxTxF, approximate=True),
                                          ("batch", "length", "act_mlp"))
     out_std = 0.02 / (2 * cfg.num_layers) ** 0.5
-    y = _dense(cfg.embed_dim, ("mlp", "embed"), "proj", dtype, std=out_std)(h_BxTxF)
+    y = Projection((cfg.embed_dim,), ("mlp", "embed"), std=out_std, dtype=cfg.dtype,
+                   name="proj")(h_BxTxF)
     return nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
 
 
