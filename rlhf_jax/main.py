@@ -50,6 +50,9 @@ def main(argv):
     train.run(config, _WORKDIR.value)
   except UserError as e:
     _fail(str(e))
+  except FloatingPointError as e:  # the run diverged; checkpoints before it are kept
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -161,3 +161,10 @@ def test_init_from_warm_starts_params(reference_run, corpus_path, tmp_path):
   warm_eval = losses(workdir, "eval/loss")[0]
   assert warm_eval == pytest.approx(losses(reference_run[0], "eval/loss")[12], rel=1e-5)
   assert int(jax.device_get(state.step)) == 1
+
+
+def test_non_finite_loss_stops_the_run_naming_step_and_metric(corpus_path, tmp_path):
+  config = tiny_config(corpus_path, total_steps=6, eval_every=0, **{"optim.lr": 1e12,
+                                                                   "optim.grad_clip": 0.0})
+  with pytest.raises(FloatingPointError, match=r"step \d+: .*train/(loss|grad_norm)=(nan|inf)"):
+    train.run(config, str(tmp_path / "diverged"))
