@@ -116,7 +116,7 @@ def run(config, workdir: str):
         json.dump(task.info, f, indent=2, sort_keys=True)
     step_fn = jax.jit(task.step, in_shardings=(state_shardings, None, None),
                       out_shardings=(state_shardings, None), donate_argnums=(0,))
-    peak = metrics_lib.peak_flops_per_device(config.peak_flops_per_device) * jax.device_count()
+    peak = metrics_lib.peak_flops_per_device(config.peak_flops_per_device) * mesh.size
     try:
       with _StopRequest() as stop, contextlib.closing(writer):
         if start_step == 0 and config.eval_every:
