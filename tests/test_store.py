@@ -1,7 +1,6 @@
 """TFDS array_record store: build once, reuse, splits, crash safety, catalog datasets."""
 import json
 import os
-import pathlib
 import threading
 
 import pytest
