@@ -48,6 +48,7 @@ class Tokenizer:
     self.system_id = ids[SYSTEM]
     self.user_id = ids[USER]
     self.assistant_id = ids[ASSISTANT]
+    self._special_ids = frozenset(ids.values())
     self._role_ids = {"system": self.system_id, "user": self.user_id,
                       "assistant": self.assistant_id}
     self.vocab_size = hf_tokenizer.get_vocab_size(with_added_tokens=True)
@@ -70,6 +71,25 @@ class Tokenizer:
   def decode(self, ids: Iterable[int]) -> str:
     """Text of `ids`, special tokens included."""
     return self._hf.decode([int(i) for i in ids], skip_special_tokens=False)
+
+  def decode_response(self, ids: Iterable[int]) -> str:
+    """The text of a generated response: ids up to the first EOS, special tokens dropped.
+
+    The one place that turns sampled ids into what the judge, the reward model's
+    scoring command and `samples.jsonl` see: no EOS, PAD or role marker survives.
+    """
+    kept = []
+    for i in ids:
+      i = int(i)
+      if i == self.eos_id:
+        break
+      if i not in self._special_ids:
+        kept.append(i)
+    return self._hf.decode(kept, skip_special_tokens=False)
+
+  def decode_responses(self, ids_BxN) -> list[str]:
+    """`decode_response` of every row."""
+    return [self.decode_response(row) for row in ids_BxN]
 
   def encode_chat(self, messages: Sequence[dict],
                   add_generation_prompt: bool = False) -> tuple[list[int], list[int]]:

@@ -156,3 +156,16 @@ def test_for_stage_resume_order(tok, tmp_path):
   assert from_path.fingerprint == tok.fingerprint
   with pytest.raises(UserError, match="init_from"):
     tokenizer_lib.for_stage(_cfg(), str(tmp_path / "s4"), str(tmp_path / "nowhere"), texts_fn)
+
+
+def test_decode_response_cuts_at_eos_and_drops_special_tokens(tok):
+  body = tok.encode("Paris is 12 km away.")
+  ids = [tok.assistant_id] + body[:2] + [tok.pad_id] + body[2:] + [tok.eos_id] + tok.encode(
+      "junk after the end") + [tok.pad_id] * 3
+  assert tok.decode_response(ids) == "Paris is 12 km away."
+  assert tok.decode_response([tok.eos_id] + body) == ""
+  assert tok.decode_response(body) == "Paris is 12 km away."  # no EOS: the whole budget
+  # Text that merely looks like a special token is the user's text and stays.
+  assert tok.decode_response(tok.encode("a <|endoftext|> b")) == "a <|endoftext|> b"
+  assert tok.decode_responses([body + [tok.eos_id], [tok.eos_id]]) == [
+      "Paris is 12 km away.", ""]
