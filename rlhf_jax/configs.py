@@ -13,6 +13,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.task = "pretrain"
   c.total_steps = 1000
+  c.epochs = 0.0                  # > 0: train this many passes over the data (replaces total_steps)
   c.batch_size = 64              # global, in sequences; divisible by mesh.data * mesh.fsdp
   c.log_every = 10
   c.eval_every = 200              # 0 = never
@@ -42,6 +43,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       lr=6e-4, schedule="cosine", warmup_steps=100, min_lr_ratio=0.1,
       b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0, grad_accum_steps=1))
+  c.sampling = ml_collections.ConfigDict(dict(
+      max_new_tokens=48,          # response budget when sampling (evaluation, PPO)
+      temperature=0.0,            # 0 = greedy
+      top_k=0,                    # 0 = no top-k cut
+      top_p=1.0))                 # 1 = no nucleus cut
+  c.gold_eval = ml_collections.ConfigDict(dict(
+      num_prompts=0,              # held-out world prompts judged at each eval; 0 = all, -1 = off
+      split="test",               # which split of the world data holds them
+      batch_size=32,              # prompts per generation call (divisible by the devices)
+      num_shots=3))               # demonstrations in a base model's few-shot prompt
   c.mesh = ml_collections.ConfigDict(dict(
       data=-1, fsdp=1, tensor=1, rules=sharding.DEFAULT_RULES))
   return c

@@ -136,9 +136,9 @@ def run(config, workdir: str):
 
 def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, writer, ckpt,
           start_step, peak_flops, stop):
-  """Steps start_step+1 .. total_steps. Metrics are fetched one step late, so the host
+  """Steps start_step+1 .. the task's total steps. Metrics are fetched one step late, so the host
   never waits on the step it just dispatched."""
-  total = config.total_steps
+  total = task.total_steps or config.total_steps
   progress = tqdm.tqdm(total=total, initial=start_step, dynamic_ncols=True, disable=None,
                        desc=config.task)
   throughput = metrics_lib.Throughput(task.flops_per_step, peak_flops)
@@ -161,7 +161,9 @@ def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, wr
     if pending is not None:
       finish(*pending)
     pending = (step, device_metrics)
-    evaluate = config.eval_every and (step % config.eval_every == 0 or step == total)
+    epoch_end = task.steps_per_epoch and step % task.steps_per_epoch == 0
+    evaluate = config.eval_every and (step % config.eval_every == 0 or step == total
+                                      or epoch_end)
     save = (step == total or stop.signum is not None
             or (config.ckpt_every and step % config.ckpt_every == 0))
     if evaluate or save:

@@ -31,6 +31,9 @@ class Task(NamedTuple):
     when it is set and no checkpoint exists in the workdir).
   flops_per_step: model FLOPs of one step (0 = unknown: no MFU logged).
   info: derived numbers (param counts, tokens per step, ...) logged once at start.
+  total_steps: how many steps the run takes (the task derives it, e.g. from epochs).
+  steps_per_epoch: steps in one pass over the training data (0 = unknown, e.g. packed
+    streams); the loop also evaluates at every epoch boundary.
   """
   init: Callable[[PRNGKey], State]
   step: Callable[[State, Batch, PRNGKey], tuple[State, Metrics]]
@@ -40,6 +43,26 @@ class Task(NamedTuple):
   warm_start: Callable[[State], State]
   flops_per_step: float = 0.0
   info: dict | None = None
+  total_steps: int = 0
+  steps_per_epoch: int = 0
+
+
+def total_steps(config, steps_per_epoch: int) -> int:
+  """`config.epochs` passes over the data when set (> 0), else `config.total_steps`.
+
+  One epoch is `steps_per_epoch` = ⌊examples / batch⌋ steps; batches run across
+  epoch boundaries (the data order is reshuffled per epoch), so no example is dropped.
+  """
+  from rlhf_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  if config.epochs < 0 or config.total_steps < 0:
+    raise UserError(f"epochs={config.epochs}, total_steps={config.total_steps}: "
+                    "use non-negative values")
+  if not config.epochs:
+    return config.total_steps
+  if not steps_per_epoch:
+    raise UserError(f"epochs={config.epochs} needs a dataset of known size, which this "
+                    f"task's data is not; set --config.total_steps instead and epochs=0")
+  return max(1, round(config.epochs * steps_per_epoch))
 
 
 @flax.struct.dataclass

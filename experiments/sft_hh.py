@@ -1,0 +1,38 @@
+"""Supervised fine-tuning on the chosen dialogues of Anthropic HH-RLHF (stage 2).
+
+Each record's `chosen` transcript ("\n\nHuman: ...\n\nAssistant: ...") becomes a chat;
+the loss covers the final assistant turn and its EOS. A tenth of the file is held out
+for eval/loss (or pass --config.data.valid_path).
+
+Run (offline, the file beside this repository):
+  python -m rlhf_jax.main --config=experiments/sft_hh.py --workdir=runs/hh_sft \
+      --config.data.path=../shared/data/hh-rlhf/harmless-base-test.jsonl.gz
+Add --config.init_from=DIR to start from a pretrained workdir (its tokenizer comes along);
+without it a `nano` model and a 4k BPE are trained from scratch on the dialogues.
+
+Model: `nano` (6 layers, 384 wide), rows of 256 tokens (long conversations lose their
+oldest turns, never the reply), batch 16, 200 steps.
+Hardware: 2 CPU cores (see the README's experiment table for the measured time and loss).
+Variant `:smoke` — tiny model, 30 steps; seconds on a CPU (still needs data.path).
+Consumes an HH file (and optionally a pretraining workdir); feeds the HH reward model.
+"""
+from rlhf_jax import configs
+
+
+def get_config(arg=None):
+  arg = configs.variant(arg, ["smoke"])
+  c = configs.base_config()
+  c.task = "sft"
+  c.data.seq_len = 256
+  c.model.preset = "nano"
+  c.tokenizer.vocab_size = 4096
+  c.batch_size = 16
+  c.total_steps = 200
+  c.optim.lr = 1e-3
+  c.optim.warmup_steps = 20
+  c.eval_every = 50
+  c.eval_steps = 8
+  c.ckpt_every = 50
+  if arg == "smoke":
+    configs.smoke(c)
+  return c

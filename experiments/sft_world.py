@@ -1,0 +1,47 @@
+"""Supervised fine-tuning on the built-in world's demonstrations (stage 2).
+
+Starts from the pretrained base model of `pretrain_world.py` and teaches it to answer
+chat-formatted instructions: next-token loss on the assistant's reply and its EOS only.
+At every epoch boundary it logs eval/loss on validation demonstrations and the gold
+judge's gold/score (95% interval, per category and family) on the held-out test prompts,
+with the responses in WORKDIR/samples.jsonl.
+
+Run (after pretraining into runs/world_pretrain):
+  python -m rlhf_jax.main --config=experiments/sft_world.py --workdir=runs/world_sft \
+      --config.init_from=runs/world_pretrain
+Compare with the base model prompted few-shot on the same prompts:
+  python -m rlhf_jax.evaluate --workdir=runs/world_sft --base_workdir=runs/world_pretrain
+
+Model: the pretrained `nano` (6 layers, 384 wide, 11.5M params) and its tokenizer; rows of
+128 tokens, batch 16, 5 epochs over the 700 train demonstrations (215 steps).
+Hardware: 2 CPU cores (see the README's experiment table for the measured time and score).
+Variant `:smoke` — no init_from: a tiny model and its own BPE trained on the
+demonstrations, 30 steps, gold-judged on 16 test prompts; seconds on a CPU.
+Consumes a pretraining workdir (init_from); feeds the reward model and PPO.
+"""
+from rlhf_jax import configs
+
+
+def get_config(arg=None):
+  arg = configs.variant(arg, ["smoke"])
+  c = configs.base_config()
+  c.task = "sft"
+  c.init_from = "runs/world_pretrain"
+  c.data.path = "world:small:0/sft"
+  c.data.seq_len = 128
+  c.model.preset = "nano"
+  c.batch_size = 16
+  c.epochs = 5.0
+  c.optim.lr = 3e-4
+  c.optim.warmup_steps = 20
+  c.optim.weight_decay = 0.0
+  c.log_every = 10
+  c.eval_every = 1000       # evaluations fall on epoch boundaries (and the last step)
+  c.eval_steps = 8
+  c.ckpt_every = 50
+  c.sampling.max_new_tokens = 48
+  if arg == "smoke":
+    configs.smoke(c, init_from="", epochs=0.0, **{"gold_eval.num_prompts": 16,
+                                                  "gold_eval.batch_size": 8,
+                                                  "sampling.max_new_tokens": 16})
+  return c

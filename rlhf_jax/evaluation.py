@@ -1,0 +1,258 @@
+"""Gold-judged evaluation: sample on held-out prompts, score with the world's judge, summarise.
+
+Every gold-judged number of the project comes from here (DESIGN §3.10): the SFT,
+reward-model and PPO stages and the report call these functions.
+
+- `prompt_records`: world records (SFT demonstrations or RL prompts) → {"messages", "meta"}.
+- `chat_prompts` / `few_shot_prompts`: left-padded prompt ids. A tuned model sees the
+  chat template; a base model is prompted the way its corpus teaches, with same-family
+  demonstrations as "Q: ...\\nA: ..." pairs, and its answer ends at the next blank line.
+- `generate_texts`: the jitted KV-cache sampler over the mesh, batch by batch.
+- `summarize`: gold/score with a 95% bootstrap interval, per category and per family.
+- `paired_difference`: mean score difference of two policies on the same prompts, with
+  its 95% bootstrap interval.
+
+Dimensions: N prompts, P prompt length, B generation batch.
+"""
+import collections
+import functools
+import json
+import os
+from typing import Sequence
+
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+import scipy.stats
+
+from rlhf_jax import sampling, sharding
+from rlhf_jax.data import world
+from rlhf_jax.errors import UserError
+
+SAMPLES_FILE = "samples.jsonl"
+CATEGORIES = ("correctness", "completeness", "format", "safety")
+_FEW_SHOT_STOPS = ("\n\n", "\nQ:")
+
+
+def prompt_records(records: Sequence[dict], limit: int = 0) -> list[dict]:
+  """{"messages": prompt turns ending with a user turn, "meta"} of judged records.
+
+  SFT demonstrations lose their final assistant turn (the reference answer); records
+  without a gold-judge meta are skipped. `limit` > 0 keeps the first `limit`.
+  """
+  out = []
+  for record in records:
+    meta = record.get("meta")
+    if not isinstance(meta, dict) or "family" not in meta:
+      continue
+    messages = record["messages"]
+    if messages[-1]["role"] == "assistant":
+      messages = messages[:-1]
+    out.append({"messages": messages, "meta": meta})
+    if limit and len(out) == limit:
+      break
+  return out
+
+
+def _left_pad(rows: list[list[int]], length: int, pad_id: int):
+  tokens_NxP = np.full((len(rows), length), pad_id, np.int32)
+  mask_NxP = np.zeros((len(rows), length), np.int32)
+  for i, ids in enumerate(rows):
+    ids = ids[-length:]  # a long prompt keeps its most recent tokens
+    tokens_NxP[i, length - len(ids):] = ids
+    mask_NxP[i, length - len(ids):] = 1
+  return tokens_NxP, mask_NxP
+
+
+def chat_prompts(tokenizer, records: Sequence[dict], max_prompt_len: int):
+  """(tokens [N, P], mask [N, P]): chat template + generation prompt, left-padded.
+
+  P is the longest prompt, at most `max_prompt_len` (longer prompts keep their end).
+  """
+  rows = [tokenizer.encode_chat(r["messages"], add_generation_prompt=True)[0] for r in records]
+  return _left_pad(rows, min(max(map(len, rows)), max_prompt_len), tokenizer.pad_id)
+
+
+def _qa_text(messages: Sequence[dict]) -> str:
+  lines = [("Q: " if m["role"] != "assistant" else "A: ") + m["content"] for m in messages]
+  return "\n".join(lines)
+
+
+def few_shot_text(messages: Sequence[dict], shots: Sequence[dict]) -> str:
+  """'Q: shot\\nA: answer\\n\\n' per shot (a full demonstration), then 'Q: prompt\\nA:'."""
+  blocks = [_qa_text(shot["messages"]) for shot in shots]
+  return "\n\n".join(blocks + [_qa_text(messages) + "\nA:"])
+
+
+def few_shot_prompts(tokenizer, records: Sequence[dict], demonstrations: Sequence[dict],
+                     num_shots: int, max_prompt_len: int):
+  """(tokens, mask) of plain-text few-shot prompts for a base model.
+
+  Each prompt gets `num_shots` demonstrations of its own family (the same ones for
+  every prompt of the family: the first of `demonstrations` in order), fewer if the
+  prompt would not fit in `max_prompt_len` tokens.
+  """
+  by_family = collections.defaultdict(list)
+  for demo in demonstrations:
+    family = demo.get("meta", {}).get("family")
+    if family is not None and len(by_family[family]) < num_shots:
+      by_family[family].append(demo)
+  rows = []
+  for record in records:
+    shots = list(by_family[record["meta"]["family"]])
+    while True:
+      ids = tokenizer.encode(few_shot_text(record["messages"], shots))
+      if len(ids) <= max_prompt_len or not shots:
+        break
+      shots.pop()
+    rows.append(ids)
+  return _left_pad(rows, min(max(map(len, rows)), max_prompt_len), tokenizer.pad_id)
+
+
+def cut_few_shot_answer(text: str) -> str:
+  """A base model's answer ends where its next Q:/A: block would start."""
+  for stop in _FEW_SHOT_STOPS:
+    text = text.split(stop, 1)[0]
+  return text.strip()
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_sampler(model, max_new_tokens, eos_id, pad_id, temperature, top_k, top_p):
+  return jax.jit(functools.partial(
+      sampling.sample, model, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+      temperature=temperature, top_k=top_k, top_p=top_p))
+
+
+def generate_ids(model, params, tokens_NxP, mask_NxP, rng, *, mesh, batch_size: int,
+                 eos_id: int, pad_id: int, max_new_tokens: int, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
+  """Sampled ids [N, max_new_tokens] (pad after EOS), `batch_size` prompts at a time.
+
+  The last batch is filled up with copies of the first prompt, whose outputs are dropped,
+  so every call has one static shape. Rows are split over the mesh's batch axes.
+  """
+  if tokens_NxP.shape[1] + max_new_tokens > model.cfg.max_len:
+    raise UserError(f"prompts of {tokens_NxP.shape[1]} tokens + max_new_tokens="
+                    f"{max_new_tokens} exceed the model's context of {model.cfg.max_len}; "
+                    f"lower max_new_tokens or the prompt length")
+  sharding.check_batch_size(batch_size, mesh, "generation batch size")
+  sample_fn = _jitted_sampler(model, max_new_tokens, eos_id, pad_id, float(temperature),
+                              int(top_k), float(top_p))
+  n, outputs = len(tokens_NxP), []
+  for start in range(0, n, batch_size):
+    index = np.arange(start, start + batch_size)
+    index[index >= n] = 0
+    rows = slice(jax.process_index() * batch_size // jax.process_count(),
+                 (jax.process_index() + 1) * batch_size // jax.process_count())
+    prompt = sharding.device_batch({"tokens": tokens_NxP[index][rows],
+                                    "mask": mask_NxP[index][rows]}, mesh)
+    samples = sample_fn(params, prompt["tokens"], prompt["mask"],
+                        jax.random.fold_in(rng, start))
+    ids = np.asarray(multihost_utils.process_allgather(
+        samples.tokens_BxN, tiled=True))
+    outputs.append(ids[:min(batch_size, n - start)])
+  return np.concatenate(outputs)
+
+
+def interval(values, n_resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+  """(mean, lo, hi): the mean and its 95% percentile-bootstrap interval."""
+  values = np.asarray(values, np.float64)
+  if values.size < 2 or np.all(values == values[0]):
+    mean = float(values.mean()) if values.size else float("nan")
+    return mean, mean, mean
+  result = scipy.stats.bootstrap((values,), np.mean, n_resamples=n_resamples,
+                                 confidence_level=0.95, method="percentile",
+                                 random_state=np.random.default_rng(seed))
+  return float(values.mean()), float(result.confidence_interval.low), float(
+      result.confidence_interval.high)
+
+
+def paired_difference(scores_a, scores_b, n_resamples: int = 1000,
+                      seed: int = 0) -> tuple[float, float, float]:
+  """Mean of a − b over the same prompts and its 95% bootstrap interval (prompts resampled)."""
+  a, b = np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)
+  if a.shape != b.shape:
+    raise UserError(f"paired_difference needs scores of the same prompts; got {a.shape} and "
+                    f"{b.shape}")
+  return interval(a - b, n_resamples, seed)
+
+
+def score(metas: Sequence[dict], responses: Sequence[str]) -> dict[str, np.ndarray]:
+  """Gold scores as arrays: {"total": [N], "correctness": [N], ...}."""
+  scores = world.score_batch(metas, responses)
+  return {name: np.array([getattr(s, name) for s in scores], np.float64)
+          for name in ("total",) + CATEGORIES}
+
+
+def summarize(metas: Sequence[dict], scores: dict[str, np.ndarray],
+              prefix: str = "gold") -> dict[str, float]:
+  """{prefix}/score with _lo/_hi (95% bootstrap) and /n, per category, per family."""
+  mean, lo, hi = interval(scores["total"])
+  out = {f"{prefix}/score": mean, f"{prefix}/score_lo": lo, f"{prefix}/score_hi": hi,
+         f"{prefix}/n": float(len(metas))}
+  for category in CATEGORIES:
+    out[f"{prefix}/{category}"] = float(scores[category].mean())
+  families = np.array([m["family"] for m in metas])
+  for family in sorted(set(families)):
+    out[f"{prefix}/family/{family}"] = float(scores["total"][families == family].mean())
+  return out
+
+
+def write_samples(path: str, step: int, records: Sequence[dict], responses: Sequence[str],
+                  scores: dict[str, np.ndarray]) -> None:
+  """Appends one row per prompt {step, prompt, response, score, ...}; rows of this step or
+  later (left by an interrupted run that is now resumed) are replaced."""
+  kept = []
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      kept = [line for line in f if line.strip() and json.loads(line)["step"] < step]
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.writelines(kept)
+    for i, (record, response) in enumerate(zip(records, responses)):
+      row = {"step": step, "id": record["meta"].get("id", i),
+             "family": record["meta"]["family"], "prompt": record["messages"],
+             "response": response,
+             "score": {name: float(values[i]) for name, values in scores.items()}}
+      f.write(json.dumps(row, ensure_ascii=False) + "\n")
+  os.replace(path + ".tmp", path)
+
+
+def policy_texts(model, params, tokenizer, records, rng, *, mesh, gold_cfg, sampling_cfg,
+                 style: str = "chat", demonstrations: Sequence[dict] = ()) -> list[str]:
+  """Responses of a policy to `records`: 'chat' (tuned models) or 'few_shot' (base models)."""
+  max_prompt_len = model.cfg.max_len - sampling_cfg.max_new_tokens
+  if style == "chat":
+    tokens, mask = chat_prompts(tokenizer, records, max_prompt_len)
+  elif style == "few_shot":
+    tokens, mask = few_shot_prompts(tokenizer, records, demonstrations, gold_cfg.num_shots,
+                                    max_prompt_len)
+  else:
+    raise UserError(f"evaluation style {style!r}; use 'chat' or 'few_shot'")
+  ids = generate_ids(model, params, tokens, mask, rng, mesh=mesh,
+                     batch_size=gold_cfg.batch_size, eos_id=tokenizer.eos_id,
+                     pad_id=tokenizer.pad_id, max_new_tokens=sampling_cfg.max_new_tokens,
+                     temperature=sampling_cfg.temperature, top_k=sampling_cfg.top_k,
+                     top_p=sampling_cfg.top_p)
+  texts = tokenizer.decode_responses(ids)
+  return [cut_few_shot_answer(t) for t in texts] if style == "few_shot" else texts
+
+
+def gold_evaluator(config, splits: dict, model, tokenizer, mesh, samples_path: str):
+  """evaluate(params, rng, step) → gold metrics on `config.gold_eval.split`, or None when
+  the data carries no gold-judge metas (not world data) or `gold_eval.num_prompts` < 0."""
+  gold_cfg = config.gold_eval
+  if gold_cfg.num_prompts < 0 or gold_cfg.split not in splits:
+    return None
+  source = splits[gold_cfg.split]
+  records = prompt_records((source[i] for i in range(len(source))), gold_cfg.num_prompts)
+  if not records:
+    return None
+  metas = [r["meta"] for r in records]
+
+  def evaluate(params, rng, step: int) -> dict[str, float]:
+    texts = policy_texts(model, params, tokenizer, records, rng, mesh=mesh, gold_cfg=gold_cfg,
+                         sampling_cfg=config.sampling)
+    scores = score(metas, texts)
+    write_samples(samples_path, step, records, texts, scores)
+    return summarize(metas, scores)
+  return evaluate
