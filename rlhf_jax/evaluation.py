@@ -54,7 +54,7 @@ def prompt_records(records: Sequence[dict], limit: int = 0) -> list[dict]:
   return out
 
 
-def _left_pad(rows: list[list[int]], length: int, pad_id: int):
+def left_pad(rows: list[list[int]], length: int, pad_id: int):
   tokens_NxP = np.full((len(rows), length), pad_id, np.int32)
   mask_NxP = np.zeros((len(rows), length), np.int32)
   for i, ids in enumerate(rows):
@@ -70,7 +70,7 @@ def chat_prompts(tokenizer, records: Sequence[dict], max_prompt_len: int):
   P is the longest prompt, at most `max_prompt_len` (longer prompts keep their end).
   """
   rows = [tokenizer.encode_chat(r["messages"], add_generation_prompt=True)[0] for r in records]
-  return _left_pad(rows, min(max(map(len, rows)), max_prompt_len), tokenizer.pad_id)
+  return left_pad(rows, min(max(map(len, rows)), max_prompt_len), tokenizer.pad_id)
 
 
 def _qa_text(messages: Sequence[dict]) -> str:
@@ -106,7 +106,7 @@ def few_shot_prompts(tokenizer, records: Sequence[dict], demonstrations: Sequenc
         break
       shots.pop()
     rows.append(ids)
-  return _left_pad(rows, min(max(map(len, rows)), max_prompt_len), tokenizer.pad_id)
+  return left_pad(rows, min(max(map(len, rows)), max_prompt_len), tokenizer.pad_id)
 
 
 def cut_few_shot_answer(text: str) -> str:

@@ -38,3 +38,23 @@ def write_corpus(path, num_docs: int = 400, seed: int = 0) -> str:
 @pytest.fixture(scope="session")
 def corpus_path(tmp_path_factory):
   return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.jsonl")
+
+
+def write_sft(path, num_records: int = 240, seed: int = 0) -> str:
+  """A small SFT JSONL file: one- and two-turn arithmetic chats in the messages format."""
+  rng = random.Random(seed)
+  with open(path, "w", encoding="utf-8") as f:
+    for _ in range(num_records):
+      a, b = rng.randint(1, 20), rng.randint(1, 20)
+      messages = [{"role": "user", "content": f"What is {a} plus {b}?"},
+                  {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]
+      if rng.random() < 0.3:
+        messages += [{"role": "user", "content": "And doubled?"},
+                     {"role": "assistant", "content": f"Doubled it is {2 * (a + b)}."}]
+      f.write(json.dumps({"messages": messages}) + "\n")
+  return str(path)
+
+
+@pytest.fixture(scope="session")
+def sft_path(tmp_path_factory):
+  return write_sft(tmp_path_factory.mktemp("sft") / "sft.jsonl")

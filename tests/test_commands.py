@@ -1,0 +1,116 @@
+"""pretrain smoke → SFT smoke (init_from) on the world, then `sample`, `chat` and `evaluate`."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rlhf_jax import metrics, train
+from rlhf_jax.evaluation import SAMPLES_FILE
+
+from test_experiments import REPO, load_experiment
+
+
+@pytest.fixture(scope="module")
+def world_runs(tmp_path_factory):
+  """(pretrain workdir, SFT workdir): the smoke variants chained through init_from."""
+  root = tmp_path_factory.mktemp("chain")
+  pretrain_dir, sft_dir = str(root / "pretrain"), str(root / "sft")
+  train.run(load_experiment(os.path.join(REPO, "experiments/pretrain_world.py"))
+            .get_config("smoke"), pretrain_dir)
+  config = load_experiment(os.path.join(REPO, "experiments/sft_world.py")).get_config("smoke")
+  config.init_from = pretrain_dir
+  config.total_steps = 20
+  train.run(config, sft_dir)
+  return pretrain_dir, sft_dir
+
+
+def run_module(module, *args, stdin=None, timeout=300):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, input=stdin,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_sft_warm_starts_from_pretraining_and_is_gold_judged(world_runs):
+  pretrain_dir, sft_dir = world_runs
+  with open(os.path.join(pretrain_dir, "tokenizer.json")) as a, open(
+      os.path.join(sft_dir, "tokenizer.json")) as b:
+    assert a.read() == b.read()  # the tokenizer is carried forward
+  rows = metrics.read_metrics(sft_dir)
+  evals = [r for r in rows if "gold/score" in r]
+  assert [r["step"] for r in evals] == [0, 15, 20]
+  for r in evals:
+    assert r["gold/n"] == 16 and r["gold/score_lo"] <= r["gold/score"] <= r["gold/score_hi"]
+    assert 0.0 <= r["gold/score"] <= 1.0
+    assert any(k.startswith("gold/family/") for k in r)
+  # The warm start is the pretrained model: its first SFT eval/loss is far below uniform.
+  first = next(r["eval/loss"] for r in rows if "eval/loss" in r)
+  assert first < 5.0, first
+  samples = [json.loads(line) for line in open(os.path.join(sft_dir, SAMPLES_FILE))]
+  assert sorted({s["step"] for s in samples}) == [0, 15, 20]
+  assert len(samples) == 3 * 16
+  assert all("<|" not in s["response"] for s in samples)
+  assert {"total", "correctness", "completeness", "format", "safety"} == set(samples[0]["score"])
+
+
+def test_sample_prints_samples(world_runs):
+  result = run_module("rlhf_jax.sample", f"--workdir={world_runs[1]}", "--prompt=What is 2 + 3?",
+                      "--num_samples=3", "--temperature=1.0", "--top_k=20",
+                      "--max_new_tokens=12", "--seed=1")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.count("--- sample ") == 3
+  base = run_module("rlhf_jax.sample", f"--workdir={world_runs[0]}", "--prompt=Q: What is",
+                    "--max_new_tokens=8", "--temperature=0")
+  assert base.returncode == 0, base.stderr[-2000:]
+
+
+def test_chat_keeps_a_conversation_and_exits_cleanly_on_eof(world_runs):
+  turns = "Hi! I am Bo.\n" + "Tell me about a town. " * 30 + "\nWhat is my name?\n"
+  result = run_module("rlhf_jax.chat", f"--workdir={world_runs[1]}", "--max_new_tokens=16",
+                      stdin=turns)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.count("assistant: ") == 3
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--prompt=" + "word " * 400], "tokens but only"),
+    (["--prompt=hi", "--top_p=0"], "top_p"),
+])
+def test_sample_refuses_bad_requests_in_one_line(world_runs, args, fragment):
+  result = run_module("rlhf_jax.sample", f"--workdir={world_runs[1]}", *args)
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+  assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("module", ["rlhf_jax.sample", "rlhf_jax.chat", "rlhf_jax.evaluate"])
+def test_a_workdir_without_checkpoint_is_one_line(tmp_path, module, world_runs):
+  workdir = tmp_path / "empty"
+  workdir.mkdir()
+  for name in ("config.json", "tokenizer.json"):
+    with open(os.path.join(world_runs[1], name)) as f:
+      (workdir / name).write_text(f.read())
+  args = [f"--workdir={workdir}"] + (["--prompt=hi"] if module.endswith("sample") else [])
+  result = run_module(module, *args, stdin="")
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+  assert len(lines) == 1 and "checkpoints" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_evaluate_compares_the_policy_with_the_few_shot_base(world_runs):
+  pretrain_dir, sft_dir = world_runs
+  result = run_module("rlhf_jax.evaluate", f"--workdir={sft_dir}",
+                      f"--base_workdir={pretrain_dir}", "--num_prompts=16",
+                      "--max_new_tokens=16", "--batch_size=8")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "policy - base:" in result.stdout
+  report = json.load(open(os.path.join(sft_dir, "eval_gold.json")))
+  diff = report["policy_minus_base"]
+  assert diff["lo"] <= diff["mean"] <= diff["hi"]
+  assert diff["mean"] == pytest.approx(
+      report["policy"]["gold/score"] - report["base"]["gold/score"], abs=1e-9)
+  base_samples = [json.loads(line) for line in
+                  open(os.path.join(sft_dir, "eval_samples_base.jsonl"))]
+  assert len(base_samples) == 16
+  assert all("\nQ:" not in s["response"] and "\n\n" not in s["response"]
+             for s in base_samples)

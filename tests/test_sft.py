@@ -1,0 +1,125 @@
+"""SFT: the loss covers assistant tokens only, epochs, exact resume, malformed data."""
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlhf_jax import configs, losses, metrics, train
+from rlhf_jax.data import pipeline, store
+from rlhf_jax.models import gpt
+from rlhf_jax.tasks import lm, sft
+from rlhf_jax import tokenizer as tokenizer_lib
+
+from test_cli import assert_one_line_error, run_main
+from test_train import assert_sigkill_resume_matches
+
+
+def tiny_sft_config(sft_path, **overrides):
+  c = configs.base_config()
+  c.task = "sft"
+  c.data.path = sft_path
+  c.data.seq_len = 48
+  c.model.preset = "tiny"
+  c.model.num_layers = 1
+  c.model.embed_dim = 32
+  c.tokenizer.vocab_size = 300
+  c.batch_size = 16
+  c.total_steps = 12
+  c.optim.lr = 3e-3
+  c.optim.warmup_steps = 2
+  c.log_every = 1
+  c.eval_every = 6
+  c.eval_steps = 2
+  c.ckpt_every = 4
+  c.gold_eval.num_prompts = -1
+  return configs.override(c, **overrides)
+
+
+@pytest.fixture(scope="module")
+def batch_and_model(sft_path):
+  splits = store.local_dataset(sft_path, "sft")
+  tok = tokenizer_lib.train_bpe(sft.chat_texts(splits["train"]), 300)
+  batch = next(pipeline.sft_iterator(splits["train"], tok, max_len=48, batch_size=8, seed=0,
+                                     shuffle=False))
+  model = gpt.GPT(gpt.GPTConfig(vocab_size=tok.vocab_size, num_layers=1, num_heads=2,
+                                embed_dim=32, max_len=64))
+  params = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))["params"]
+  return tok, batch, model, params
+
+
+def _loss(model, params, tokens, mask):
+  total, (count, _) = lm.next_token_loss_sum(model, params, jnp.asarray(tokens),
+                                             jnp.asarray(mask))
+  return float(total / count)
+
+
+def test_loss_covers_assistant_content_and_eos_only(batch_and_model):
+  tok, batch, model, params = batch_and_model
+  tokens, mask = batch["tokens"], batch["loss_mask"]
+  row = 0
+  real = np.nonzero(tokens[row] != tok.pad_id)[0]
+  response = np.nonzero(mask[row])[0]
+  assert tokens[row, response[-1]] == tok.eos_id and tokens[row, real[0]] == tok.user_id
+  reference = _loss(model, params, tokens, mask)
+
+  # The targets of prompt positions carry no weight: other target ids, same loss.
+  logits, _ = model.apply({"params": params}, jnp.asarray(tokens[:, :-1]))
+  targets = np.array(tokens[:, 1:])
+  prompt_targets = np.nonzero(mask[row, 1:] == 0)[0]
+  changed = targets.copy()
+  changed[row, prompt_targets] = (changed[row, prompt_targets] + 7) % tok.vocab_size
+  weights = jnp.asarray(mask[:, 1:])
+  same = losses.next_token_xent(logits, jnp.asarray(changed), weights)
+  ref = losses.next_token_xent(logits, jnp.asarray(targets), weights)
+  assert float(same[0]) == float(ref[0]) and float(same[1]) == float(ref[1])
+
+  # Padding after the EOS is never a target or a context of one.
+  padded = np.array(tokens)
+  padded[row, real[-1] + 1:] = 3
+  assert _loss(model, params, padded, mask) == reference
+  # A response token is a target: changing it changes the loss.
+  edited = np.array(tokens)
+  edited[row, response[0]] = (edited[row, response[0]] + 1) % tok.vocab_size
+  assert abs(_loss(model, params, edited, mask) - reference) > 1e-4
+
+
+def test_epochs_set_the_steps_and_each_epoch_end_is_evaluated(sft_path, tmp_path):
+  workdir = str(tmp_path / "epochs")
+  train.run(tiny_sft_config(sft_path, epochs=2.0, eval_every=1000, ckpt_every=0), workdir)
+  info = json.load(open(os.path.join(workdir, "info.json")))
+  # 240 records, a tenth held out: 216 train examples = 13 batches of 16 per epoch.
+  assert info["train_examples"] == 216 and info["steps_per_epoch"] == 13
+  assert info["total_steps"] == 26
+  rows = metrics.read_metrics(workdir)
+  assert [r["step"] for r in rows if "eval/loss" in r] == [0, 13, 26]
+  assert max(r["step"] for r in rows) == 26
+  evals = [r["eval/loss"] for r in rows if "eval/loss" in r]
+  assert evals[-1] < evals[0] - 0.5, evals
+
+
+def test_sft_resume_after_sigkill_reproduces_the_uninterrupted_run(sft_path, tmp_path):
+  reference = str(tmp_path / "reference")
+  train.run(tiny_sft_config(sft_path), reference)
+  assert_sigkill_resume_matches(
+      "from test_sft import tiny_sft_config as make", sft_path, reference, tmp_path)
+
+
+@pytest.mark.parametrize("record,problem", [
+    ({"messages": [{"role": "user", "content": "hi"}]}, "must end with an assistant turn"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]},
+     "empty assistant turn"),
+    ({"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]},
+     "must be one of"),
+])
+def test_malformed_sft_record_is_one_line_naming_file_and_line(tmp_path, sft_path, record,
+                                                               problem):
+  path = tmp_path / "bad_sft.jsonl"
+  good = open(sft_path).readlines()[:5]
+  path.write_text("".join(good) + json.dumps(record) + "\n")
+  result = run_main("--config=experiments/sft_alpaca.py:smoke", f"--workdir={tmp_path / 'w'}",
+                    f"--config.data.path={path}")
+  assert_one_line_error(result, f"{path}:6", problem)
