@@ -114,3 +114,68 @@ def test_inputs_longer_than_max_len_are_refused(params):
     gpt.GPT(CFG).apply({"params": params}, _tokens(1, CFG.max_len + 1))
   with pytest.raises(ValueError, match="max_len"):
     gpt.init_cache(CFG, batch=1, slots=CFG.max_len + 1)
+
+
+def _left_pad(rows, width, pad_id=299):
+  """Left-padded tokens [B, width] and validity of a list of 1-D token arrays."""
+  tokens = np.full((len(rows), width), pad_id, np.int32)
+  valid = np.zeros((len(rows), width), bool)
+  for i, row in enumerate(rows):
+    tokens[i, width - len(row):] = row
+    valid[i, width - len(row):] = True
+  return jnp.asarray(tokens), jnp.asarray(valid)
+
+
+def test_left_padded_batch_cache_needs_no_positions(params):
+  """Prompts of lengths 7 and 4, no hand-passed positions: each row equals its own forward."""
+  model = gpt.GPT(CFG)
+  rows = [np.asarray(_tokens(1, 10, seed=2))[0], np.asarray(_tokens(1, 7, seed=3))[0]]
+  prompts, valid = _left_pad([rows[0][:7], rows[1][:4]], 7)
+  padded_full, _ = model.apply({"params": params}, prompts, valid_BxT=valid)
+  cache = gpt.init_cache(CFG, 2, 10)
+  pre, cache = model.apply({"params": params}, prompts, valid_BxT=valid, cache=cache)
+  decoded = []
+  for t in range(3):
+    step_tokens = jnp.asarray([[rows[0][7 + t]], [rows[1][4 + t]]])
+    logits, cache = model.apply({"params": params}, step_tokens, cache=cache)
+    decoded.append(logits[:, 0])
+  np.testing.assert_array_equal(cache.next_position_B, [10, 7])
+  for i, (row, length) in enumerate(zip(rows, (7, 4))):
+    ref, _ = model.apply({"params": params}, jnp.asarray(row)[None])
+    np.testing.assert_allclose(padded_full[i, 7 - length:, :300], ref[0, :length, :300],
+                               atol=1e-5)
+    np.testing.assert_allclose(pre[i, 7 - length:, :300], ref[0, :length, :300], atol=1e-5)
+    np.testing.assert_allclose(jnp.stack(decoded, 1)[i, :, :300],
+                               ref[0, length:length + 3, :300], atol=1e-5)
+
+
+def test_cache_overflow_is_an_error_or_nan_never_silent(params):
+  model = gpt.GPT(CFG)
+  cache = gpt.init_cache(CFG, 1, 8)
+  _, cache = model.apply({"params": params}, _tokens(1, 6), cache=cache)
+  with pytest.raises(ValueError, match="overflows a cache of 8 slots"):
+    model.apply({"params": params}, _tokens(1, 3), cache=cache)
+  # Under jit the index is traced: the overflowing call returns NaN, never clamped logits.
+  step = jax.jit(model.apply)
+  fits, cache = step({"params": params}, _tokens(1, 2), cache=cache)
+  assert np.all(np.isfinite(fits))
+  over, _ = step({"params": params}, _tokens(1, 1), cache=cache)
+  assert np.all(np.isnan(over[..., :300]))
+
+
+def test_pad_positions_past_max_len_never_reach_real_tokens(params):
+  """Pads with out-of-range positions (NaN embeddings) leave real tokens' logits exact."""
+  model = gpt.GPT(CFG)
+  tokens = _tokens(1, 5)
+  plain, _ = model.apply({"params": params}, tokens)
+  padded, valid = _left_pad([np.asarray(tokens)[0]], 8)
+  positions = jnp.where(valid, jnp.arange(8) - 3, CFG.max_len + 7)
+  out, _ = model.apply({"params": params}, padded, positions_BxT=positions, valid_BxT=valid)
+  np.testing.assert_allclose(out[:, 3:, :300], plain[..., :300], atol=1e-5)
+  cache = gpt.init_cache(CFG, 1, 9)
+  pre, cache = model.apply({"params": params}, padded, positions_BxT=positions,
+                           valid_BxT=valid, cache=cache)
+  np.testing.assert_allclose(pre[:, 3:, :300], plain[..., :300], atol=1e-5)
+  nxt, _ = model.apply({"params": params}, jnp.array([[17]]), cache=cache)
+  ref, _ = model.apply({"params": params}, jnp.concatenate([tokens, jnp.array([[17]])], 1))
+  np.testing.assert_allclose(nxt[:, 0, :300], ref[:, -1, :300], atol=1e-5)

@@ -73,15 +73,18 @@ def config_from(model_cfg, vocab_size: int) -> GPTConfig:
 
 
 class KVCache(NamedTuple):
-  """Per-layer keys and values for S slots, and which slots hold real tokens.
+  """Per-layer keys and values for S slots, which slots hold real tokens, and where to go on.
 
-  keys/values: tuple of L arrays [B, S, H, K]; valid_BxS: bool; index: int32 scalar,
-  the next slot to write.
+  keys/values: tuple of L arrays [B, S, H, K]; valid_BxS: bool; index: int32 scalar, the
+  next slot to write (shared by the rows: prompts are left-padded); next_position_B:
+  int32 [B], each row's position for its next real token (its count of real tokens so
+  far), so positions skip pads without being passed by hand.
   """
   keys: tuple
   values: tuple
   valid_BxS: jax.Array
   index: jax.Array
+  next_position_B: jax.Array
 
 
 def init_cache(cfg: GPTConfig, batch: int, slots: int) -> KVCache:
@@ -89,7 +92,29 @@ def init_cache(cfg: GPTConfig, batch: int, slots: int) -> KVCache:
     raise ValueError(f"a cache of {slots} slots exceeds the model's max_len={cfg.max_len}")
   shape = (batch, slots, cfg.num_heads, cfg.head_dim)
   zeros = tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.num_layers))
-  return KVCache(zeros, zeros, jnp.zeros((batch, slots), bool), jnp.zeros((), jnp.int32))
+  return KVCache(zeros, zeros, jnp.zeros((batch, slots), bool), jnp.zeros((), jnp.int32),
+                 jnp.zeros((batch,), jnp.int32))
+
+
+def _check_fits(index, num_new: int, slots: int) -> None:
+  """ValueError when a concrete cache index leaves fewer than `num_new` free slots."""
+  try:
+    start = int(index)
+  except jax.errors.ConcretizationTypeError:  # traced: hidden_states poisons with NaN instead
+    return
+  if start + num_new > slots:
+    raise ValueError(f"writing {num_new} tokens at slot {start} overflows a cache of {slots} "
+                     f"slots; allocate at least {start + num_new} slots with init_cache")
+
+
+def default_positions(valid_BxT, start_B=None):
+  """Positions that skip pads: start + the number of real tokens before t. [B, T] int32.
+
+  A pad gets the position of the next real token (never more than any real position + 1).
+  """
+  valid_BxT = valid_BxT.astype(jnp.int32)
+  before_BxT = jnp.cumsum(valid_BxT, axis=1) - valid_BxT
+  return before_BxT if start_B is None else start_B[:, None] + before_BxT
 
 
 class Projection(nn.Module):
@@ -196,10 +221,11 @@ class GPT(nn.Module):
 
   Three uses of one set of weights:
   - training: `hidden_states(tokens)` with causal attention (no mask);
-  - padded batches: pass `valid_BxT` (and positions that skip pads);
+  - padded batches: pass `valid_BxT`; positions then skip pads by default;
   - generation: pass a `KVCache`; the T new tokens are written at `cache.index`
     and attend to every valid earlier slot (prefill with T = prompt length,
-    then T = 1 per decoded token).
+    then T = 1 per decoded token); each row's positions go on from its own
+    `cache.next_position_B`.
   """
   cfg: GPTConfig
 
@@ -218,24 +244,40 @@ class GPT(nn.Module):
 
   def hidden_states(self, tokens_BxT, positions_BxT=None, valid_BxT=None,
                     cache: KVCache | None = None, deterministic: bool = True):
-    """Final-LayerNorm hidden states [B, T, D] (fp32) and the updated cache (or None)."""
+    """Final-LayerNorm hidden states [B, T, D] (fp32) and the updated cache (or None).
+
+    Positions default to `default_positions` (counting on from the cache's per-row
+    `next_position_B`), so left-padded batches need no hand-made positions. Pads enter
+    as zero vectors: a pad given a position past max_len (a NaN embedding lookup)
+    cannot leak NaN into real tokens through masked slots. A write past the cache's
+    last slot is a ValueError when the index is concrete; under `jit` (traced index)
+    it makes every output NaN instead of being silently clamped.
+    """
     cfg = self.cfg
     b, t = tokens_BxT.shape
     if t > cfg.max_len:  # positions past max_len have no embedding
       raise ValueError(f"{t} tokens exceed the model's max_len={cfg.max_len}")
+    if cache is not None and valid_BxT is None:
+      valid_BxT = jnp.ones((b, t), bool)
+    if valid_BxT is not None:
+      valid_BxT = valid_BxT.astype(bool)
     if positions_BxT is None:
-      start = 0 if cache is None else cache.index
-      positions_BxT = jnp.broadcast_to(start + jnp.arange(t), (b, t))
+      if valid_BxT is None:
+        positions_BxT = jnp.broadcast_to(jnp.arange(t), (b, t))
+      else:
+        positions_BxT = default_positions(
+            valid_BxT, None if cache is None else cache.next_position_B)
     x = self.wte(tokens_BxT) + self.wpe(positions_BxT)
+    if valid_BxT is not None:
+      x = jnp.where(valid_BxT[..., None], x, 0.0)
     x = self.drop(x, deterministic=deterministic).astype(cfg.dtype)
     x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
 
     mask_BxTxS = None
     if cache is not None:
-      if valid_BxT is None:
-        valid_BxT = jnp.ones((b, t), bool)
-      valid_BxS = jax.lax.dynamic_update_slice_in_dim(cache.valid_BxS, valid_BxT, cache.index, 1)
       slots = cache.valid_BxS.shape[1]
+      _check_fits(cache.index, t, slots)
+      valid_BxS = jax.lax.dynamic_update_slice_in_dim(cache.valid_BxS, valid_BxT, cache.index, 1)
       query_slot_T = cache.index + jnp.arange(t)
       causal_TxS = jnp.arange(slots)[None, :] <= query_slot_T[:, None]
       mask_BxTxS = causal_TxS[None] & valid_BxS[:, None, :]
@@ -252,7 +294,11 @@ class GPT(nn.Module):
         new_values.append(layer_cache[1])
     h_BxTxD = self.ln_f(x)
     if cache is not None:
-      cache = KVCache(tuple(new_keys), tuple(new_values), valid_BxS, cache.index + t)
+      # dynamic_update_slice clamps an out-of-range write onto the last slots: poison instead.
+      h_BxTxD = jnp.where(cache.index + t > slots, jnp.nan, h_BxTxD)
+      real_end_B = jnp.max(jnp.where(valid_BxT, positions_BxT + 1, 0), axis=1)
+      cache = KVCache(tuple(new_keys), tuple(new_values), valid_BxS, cache.index + t,
+                      jnp.maximum(cache.next_position_B, real_end_B).astype(jnp.int32))
     return h_BxTxD, cache
 
   def lm_logits(self, h_BxTxD):
