@@ -18,7 +18,7 @@ assert tuple(FAMILIES) == FAMILY_NAMES, (tuple(FAMILIES), FAMILY_NAMES)
 
 TIERS = ("ideal", "partial", "wrong", "unsafe", "refusal", "disfluent", "incomplete", "rambling")
 
-_FILLER = (
+FILLER = (
     "Well, that is a good question.", "Let me think about it for a moment.",
     "There are many things one could say here.", "I hope this answer is useful to you.",
     "It is always nice to learn new things.", "Some people say this is hard, but it is not.",
@@ -62,10 +62,10 @@ def incomplete(rng: np.random.Generator, ideal: str) -> str:
 
 def rambling(rng: np.random.Generator, ideal: str, max_words: int) -> str:
   """Filler before and after the ideal until the text is ~2x the length budget."""
-  before = " ".join(pick(rng, _FILLER) for _ in range(int(rng.integers(1, 3))))
+  before = " ".join(pick(rng, FILLER) for _ in range(int(rng.integers(1, 3))))
   after = []
   while len((before + ideal + " ".join(after)).split()) < 2 * max_words:
-    after.append(pick(rng, _FILLER))
+    after.append(pick(rng, FILLER))
   return f"{before} {ideal} {' '.join(after)}"
 
 
