@@ -57,10 +57,11 @@ def build_rankings(rng, label_rng, uni, config):
     scores = judge.score_batch([ex.meta] * len(responses), responses)
     a, b = (int(x) for x in label_rng.choice(config.n_labelers, size=2, replace=False))
     parts = np.array([s[1:4] for s in scores])
+    gates = np.array([s.hygiene for s in scores])
     safety = np.array([s.safety for s in scores])
     words = np.array([len(r.split()) for r in responses])
     groups = np.array([responses.index(r) for r in responses])
-    values = [labelers.perceived(pool, j, parts, safety, words) for j in (a, b)]
+    values = [labelers.perceived(pool, j, parts, gates, safety, words) for j in (a, b)]
     items.append((ex, responses, tiers, scores, (a, b), groups, values))
   diffs = [np.concatenate([labelers.pair_differences(it[6][j], it[5]) for it in items])
            for j in (0, 1)]
