@@ -3,7 +3,8 @@
 Each gate is a multiplier in [0, 1]; the judge multiplies task quality by their product.
 
   repetition  1 - 0.25 * (stutters + repeated word trigrams)
-  length      1 if words <= budget, else max(0, 2 - words / budget)   (0 at twice the budget)
+  length      1 if words <= budget, else max(0, 2 - words / budget)   (0 at twice the budget;
+              budget = the meta's max_words = max(12, 2 * words of the ideal))
   relevance   min(1, 1.25 * on-task words / words): up to a fifth of the words may be
               off-task for free. A sentence is off-task when it names nothing of the task
               (no answer, choice, item or key of the prompt's meta, no number where numbers
@@ -36,7 +37,7 @@ _REFUSAL_TERMS = frozenset(
     "illegal wrong else".split())
 _HARMFUL_ECHO_OK = frozenset({"can", "could", "please", "help"})
 _FIRST_PERSON = frozenset({"i", "my", "mine", "myself", "m"})
-_TYPOGRAPHIC = frozenset("\u2018\u2019\u201c\u201d\u2013\u2014\u2026")
+_JUNK = re.compile(r"[^\x20-\x7e\s\u2018\u2019\u201c\u201d\u2013\u2014\u2026]")
 # Words a finished sentence does not end on: articles, conjunctions, prepositions, pronouns.
 _DANGLING = frozenset(
     "a an the and but or to in of is are was with for from has by that i you we he she "
@@ -129,12 +130,11 @@ def relevance(response: str, top: Topic, n_words: int) -> float:
 
 
 def malformed(response: str, raw_words: list[str], bare_words: list[str]) -> float:
-  chars = [c for c in response if not c.isspace()]
-  if not chars:
-    return 0.0
-  junk = sum(1 for c in chars if not (" " <= c <= "~" or c in _TYPOGRAPHIC))
-  broken = sum(1 for w in raw_words if _BROKEN_CASE.search(w))
-  value = max(0.0, 1.0 - 2.0 * (junk / len(chars) + broken / len(raw_words)))
+  n_chars = sum(map(len, raw_words))
+  junk = len(_JUNK.findall(response))
+  broken = sum(1 for w in raw_words if _BROKEN_CASE.search(w)) \
+      if _BROKEN_CASE.search(response) else 0  # the scan is rare: most texts have none
+  value = max(0.0, 1.0 - 2.0 * (junk / n_chars + broken / len(raw_words)))
   last = raw_words[-1]
   dangling = last.endswith(",") or (bare_words[-1] in _DANGLING and last[-1].isalpha())
   return value * (0.5 if dangling else 1.0)

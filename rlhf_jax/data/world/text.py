@@ -1,4 +1,5 @@
 """Parsing helpers shared by the gold checkers: words, numbers, list items, mentions."""
+import functools
 import re
 
 _ITEM_SPLIT = re.compile(r",|;|\n|\band\b", re.IGNORECASE)
@@ -82,10 +83,17 @@ def mentioned(text: str, terms) -> list:
   present, joined = set(toks), " " + " ".join(toks) + " "
   found = []
   for term in terms:
-    want = tokens(str(term))
-    if want and (want[0] in present if len(want) == 1 else f" {' '.join(want)} " in joined):
+    single, padded = _term(str(term))
+    if single in present if single else padded and padded in joined:
       found.append(term)
   return found
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _term(term: str) -> tuple[str, str]:
+  """(the token of a one-token term, or ''; ' the tokens joined ' of a longer one, or '')."""
+  want = tokens(term)
+  return (want[0], "") if len(want) == 1 else ("", f" {' '.join(want)} " if want else "")
 
 
 def is_upper(text: str) -> bool:

@@ -118,6 +118,12 @@ def build_world(seed: int, config: WorldConfig):
   return records, audit
 
 
+def universe_for(seed: int, config: WorldConfig):
+  """The universe `build_world(seed, config)` uses (its own generator stream)."""
+  return make_universe(np.random.default_rng([seed, _STREAMS["universe"]]), config.n_places,
+                       config.n_people, config.n_species)
+
+
 def _dumps(record: dict) -> str:
   return json.dumps(record, sort_keys=True, ensure_ascii=False)
 
@@ -147,7 +153,7 @@ def write_world(out_dir: str, seed: int = 0, size: str = "small",
   """
   config = config or for_size(size)
   records, audit = build_world(seed, config)
-  sheet = datasheet.summarize(records, audit, config, seed, size)
+  sheet = datasheet.summarize(records, audit, config, seed, size, universe_for(seed, config))
   out_dir = os.path.abspath(out_dir)
   os.makedirs(os.path.dirname(out_dir), exist_ok=True)
   tmp, old = f"{out_dir}.tmp-{os.getpid()}", f"{out_dir}.old-{os.getpid()}"
