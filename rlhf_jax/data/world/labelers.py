@@ -28,11 +28,17 @@ class Labelers(NamedTuple):
 
 def make_labelers(rng: np.random.Generator, n: int, spread: float,
                   length_bias: float) -> Labelers:
-  """w_j = normalise(CONTENT_WEIGHTS * exp(spread * N)), f_j = min(1, FORMAT_WEIGHT *
-  exp(spread * N)), h_j = exp(spread * N), b_j ~ N(0, length_bias^2)."""
+  """w_j = normalise(CONTENT_WEIGHTS * exp(spread * N)) with w_j0 >= 0.6,
+  f_j = clip(FORMAT_WEIGHT * exp(spread * N), 0.1, 0.6), h_j = exp(spread * N),
+  b_j ~ N(0, length_bias^2).
+
+  The clips keep every labeler sensible: being right matters more than being complete,
+  and no labeler prefers a wrong answer in the asked form to the right one in another.
+  """
   weights = np.array(CONTENT_WEIGHTS) * np.exp(spread * rng.standard_normal((n, 2)))
-  fmt = np.minimum(1.0, FORMAT_WEIGHT * np.exp(spread * rng.standard_normal(n)))
-  return Labelers(weights / weights.sum(axis=1, keepdims=True), fmt,
+  correct = np.maximum(0.6, weights[:, 0] / weights.sum(axis=1))
+  fmt = np.clip(FORMAT_WEIGHT * np.exp(spread * rng.standard_normal(n)), 0.1, 0.6)
+  return Labelers(np.stack([correct, 1.0 - correct], axis=1), fmt,
                   np.exp(spread * rng.standard_normal(n)), length_bias * rng.standard_normal(n))
 
 
