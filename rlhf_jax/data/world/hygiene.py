@@ -16,6 +16,7 @@ Each gate is a multiplier in [0, 1]; the judge multiplies task quality by their 
 
 Junk characters are those outside printable ASCII, except typographic quotes and dashes.
 """
+import functools
 import re
 from typing import NamedTuple
 
@@ -66,16 +67,23 @@ class Topic(NamedTuple):
   budget: int  # max_words
 
 
-def _leaves(value):
+def _freeze(value):
+  """A hashable copy of a meta value (lists -> tuples, dicts -> item tuples)."""
   if isinstance(value, dict):
-    for k, v in value.items():
-      yield k
-      yield from _leaves(v)
-  elif isinstance(value, (list, tuple)):
-    for v in value:
-      yield from _leaves(v)
-  else:
-    yield value
+    return ("{}",) + tuple((k, _freeze(v)) for k, v in value.items())
+  if isinstance(value, (list, tuple)):
+    return tuple(_freeze(v) for v in value)
+  return value
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _value_terms(frozen) -> tuple[frozenset, bool]:
+  """(content tokens, whether a number is among them) of one frozen meta value."""
+  if isinstance(frozen, tuple):
+    parts = [_value_terms(v) for v in frozen if v != "{}"]
+    return frozenset().union(*(p[0] for p in parts)), any(p[1] for p in parts)
+  tokens = frozenset(text.tokens(str(frozen))) - _STOPWORDS
+  return tokens, isinstance(frozen, int) or str(frozen).isdigit()
 
 
 def topic(meta: dict) -> Topic:
@@ -83,11 +91,10 @@ def topic(meta: dict) -> Topic:
   family = meta["family"]
   if family == "harmful":
     return Topic(family, _REFUSAL_TERMS, False, meta["max_words"])
-  leaves = [v for key in _META_TERM_KEYS if key in meta for v in _leaves(meta[key])]
-  terms = {t for v in leaves for t in text.tokens(str(v))} - _STOPWORDS
-  numbers = family == "arithmetic" or any(isinstance(v, int) or str(v).isdigit()
-                                          for v in leaves)
-  return Topic(family, frozenset(terms), numbers, meta["max_words"])
+  parts = [_value_terms(_freeze(meta[key])) for key in _META_TERM_KEYS if key in meta]
+  terms = frozenset().union(*(p[0] for p in parts))
+  numbers = family == "arithmetic" or any(p[1] for p in parts)
+  return Topic(family, terms, numbers, meta["max_words"])
 
 
 def repetition(words: list[str]) -> float:
