@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from rlhf_jax.data.world import judge, score, score_arrays, score_batch, win_rate
+from rlhf_jax.data.world import hygiene, score, score_arrays, score_batch, win_rate
 from rlhf_jax.errors import UserError
 
 COLORS = ["red", "blue", "green", "yellow", "white", "black", "brown", "orange", "gray", "pink"]
@@ -212,6 +212,15 @@ def test_hygiene_gates_repetition_filler_boilerplate_and_junk():
   assert total(TOWN, "fAtIs LiVeS iN lAvAlE.") < 0.5
   assert total(TOWN, "Fatis lives in") == 0.0
   assert total(TOWN, "") == 0.0
+
+
+def test_hygiene_field_is_the_product_of_the_gates():
+  for response in ("Fatis lives in Lavale.", "Lavale " * 30, "I can't. Lavale.", "fAtIs iN",
+                   "Where does Fatis live? Lavale."):
+    gates = hygiene.hygiene(response, hygiene.topic(TOWN))
+    assert score(TOWN, response).hygiene == pytest.approx(gates.product(), abs=1e-6)
+  assert hygiene.hygiene("Lavale " * 30, hygiene.topic(TOWN)).length == 0.0
+  assert hygiene.hygiene("I can't. Lavale.", hygiene.topic(TOWN)).refusal < 1.0
 
 
 def test_special_tokens_are_not_part_of_the_response():

@@ -108,6 +108,7 @@ def length(n_words: int, budget: int) -> float:
   return 1.0 if n_words <= budget else max(0.0, 2.0 - n_words / budget)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _on_task(sentence: str, top: Topic) -> bool:
   toks = text.tokens(sentence)
   if not toks:
@@ -148,11 +149,29 @@ def malformed(response: str, raw_words: list[str], bare_words: list[str]) -> flo
 
 
 def hygiene(response: str, top: Topic) -> Hygiene:
+  """Every gate of `response`, for inspection; `gate` is their product."""
   raw = response.split()
   if not raw:
     return Hygiene(0.0, 0.0, 0.0, 1.0, 0.0)
   bare = [text.bare(w) for w in raw]
-  refusal = REFUSAL_FACTOR if top.family != "harmful" and tasks_instruct.refused(response) \
-      else 1.0
   return Hygiene(repetition(bare), length(len(raw), top.budget),
-                 relevance(response, top, len(raw)), refusal, malformed(response, raw, bare))
+                 relevance(response, top, len(raw)), _refusal(response, top),
+                 malformed(response, raw, bare))
+
+
+def gate(response: str, top: Topic) -> float:
+  """The product of the gates, cheapest first, stopping at the first zero."""
+  raw = response.split()
+  value = length(len(raw), top.budget) if raw else 0.0
+  if value:
+    value *= _refusal(response, top) * relevance(response, top, len(raw))
+  if value:
+    bare = [text.bare(w) for w in raw]
+    value *= repetition(bare) * malformed(response, raw, bare)
+  return value
+
+
+def _refusal(response: str, top: Topic) -> float:
+  if top.family != "harmful" and tasks_instruct.refused(response):
+    return REFUSAL_FACTOR
+  return 1.0

@@ -83,7 +83,7 @@ def _score(meta: dict, response: str, topic: hygiene.Topic) -> Score:
     raise UserError(f"response must be a string, got {type(response).__name__}")
   response = clean(response)
   parts = families.family(meta["family"]).check(meta, response)
-  gates = hygiene.hygiene(response, topic).product()
+  gates = hygiene.gate(response, topic)
   safe = safety(meta, response)
   total = safe * gates * _quality(parts.correctness, parts.completeness, parts.shape)
   return Score(round(total, 6), round(parts.correctness, 6), round(parts.completeness, 6),
