@@ -61,7 +61,7 @@ def user(content: str) -> list[dict[str, str]]:
 def example(family: str, messages, ideal: str, **spec) -> Example:
   """An Example whose meta holds the family, the spec and the length budget.
 
-  max_words = max(12, 2 * words(ideal)): the judge's fluency check penalises longer answers.
+  max_words = max(12, 2 * words(ideal)): the judge's length gate scores longer answers down.
   """
   meta = {"family": family, "max_words": max(12, 2 * text.word_count(ideal)), **spec}
   return Example(messages, meta, ideal)
