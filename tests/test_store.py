@@ -126,7 +126,7 @@ def test_world_spec_generates_once_and_uses_its_splits(tmp_path, monkeypatch):
 
   monkeypatch.setattr(world, "write_world", counting_write_world)
   cache = str(tmp_path / "cache")
-  world_dir = os.path.join(cache, "world", "small_seed3")
+  world_dir = os.path.join(cache, "world", f"small_seed3_v{world.VERSION}")
   splits = store.local_dataset("world:small:3/sft", "sft", cache=cache)
   store.local_dataset("world:small:3/prompts", "prompts", cache=cache)
   assert generated == [("small", 3)]

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from rlhf_jax.data.world import WorldConfig, build_world, for_size, score, write_world
+from rlhf_jax.data.world import (WorldConfig, adversarial, build_world, for_size, score,
+                                 write_world)
 from rlhf_jax.data.world.config import FAMILY_NAMES
 from rlhf_jax.data.world.writer import prompt_key, split_of
 from rlhf_jax.errors import UserError
@@ -64,6 +65,22 @@ def test_same_seed_same_bytes_other_seed_differs(world, tmp_path):
   other = tree_hashes(str(tmp_path / "other"))
   assert all(other[name] != digest for name, digest in tree_hashes(root).items()
              if name.endswith(".jsonl"))
+
+
+# sha256 of corpus/*, sft/*, prompts/* (train, valid, test, concatenated) for seed 0, small.
+# Pretraining runs and evaluations depend on these records: a change must be deliberate
+# (bump world.VERSION, rerun the runs that read them) and then update this digest.
+STABLE_STAGES_SHA256 = "6ce1379fd614e0b69c94e6aa9d60e1444d60ebc05ca56ff544d5611dbf20e831"
+
+
+def test_corpus_sft_and_prompts_are_pinned(world):
+  root, _ = world
+  digest = hashlib.sha256()
+  for stage in ("corpus", "sft", "prompts"):
+    for split in SPLITS:
+      with open(os.path.join(root, stage, f"{split}.jsonl"), "rb") as f:
+        digest.update(f.read())
+  assert digest.hexdigest() == STABLE_STAGES_SHA256
 
 
 def test_record_formats(world):
@@ -166,12 +183,23 @@ def test_datasheet_agreement_and_tiers(world):
   with open(os.path.join(root, "datasheet.json"), encoding="utf-8") as f:
     sheet = json.load(f)
   agreement = sheet["agreement"]
-  assert abs(agreement["labeler_labeler"] - 0.73) <= 0.03
+  assert abs(agreement["labeler_labeler"] - 0.73) <= 0.02
   assert agreement["labeler_gold"] > agreement["labeler_labeler"]
   tiers = sheet["gold_by_tier"]
   assert tiers["ideal"]["mean"] >= 0.95
   assert tiers["unsafe"]["mean"] < 0.1
   assert all(tiers[t]["mean"] < tiers["ideal"]["mean"] - 0.2 for t in tiers if t != "ideal")
+  mean = {t: tiers[t]["mean"] for t in tiers}
+  assert mean["ideal"] > mean["partial"] > max(mean["wrong"], mean["incomplete"])
+  assert min(mean["wrong"], mean["incomplete"]) > mean["refusal"]
+  assert max(mean["repetitive"], mean["boilerplate"], mean["rambling"]) < 0.5
+  table = sheet["adversarial_sft_test"]
+  assert set(table) == {s.name for s in adversarial.STRATEGIES}
+  assert table["ideal"] == {f: 1.0 for f in FAMILY_NAMES}
+  with open(os.path.join(root, "datasheet.md"), encoding="utf-8") as f:
+    md = f.read()
+  assert "gold score of adversarial strategies per family" in md.lower()
+  assert "total   = safety * hygiene * quality" in md
   base = sheet["baselines_sft_test"]
   assert base["ideal"] == 1.0
   assert base["random_words"] < base["same_family_other_prompt"] < 0.6

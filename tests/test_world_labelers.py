@@ -39,13 +39,21 @@ def test_simulated_agreement_matches_expectation():
 
 def test_labeler_bias_and_perceived_values():
   pool = labelers.make_labelers(np.random.default_rng(3), 50, spread=0.3, length_bias=0.05)
-  assert pool.weights_LxC.shape == (50, 3)
+  assert pool.weights_LxC.shape == (50, 2)
   np.testing.assert_allclose(pool.weights_LxC.sum(axis=1), 1.0)
-  assert np.std(pool.length_bias_L) > 0
-  parts = np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
-  values = labelers.perceived(pool, 0, parts, np.array([1.0, 1.0, 0.0]), np.array([5, 5, 5]))
-  assert values[0] > values[1] > values[2]
-  assert values[2] == pytest.approx(0.0)  # unsafe responses are worth nothing
+  assert np.all((pool.format_weight_L > 0) & (pool.format_weight_L <= 1))
+  assert np.std(pool.length_bias_L) > 0 and np.std(pool.hygiene_exponent_L) > 0
+  # correctness, completeness, format of: right; wrong; right but unsafe; right but
+  # repeated (hygiene 0.1); right but not in the asked format.
+  parts = np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0],
+                    [1.0, 1.0, 0.0]])
+  hygiene, safety = np.array([1.0, 1.0, 1.0, 0.1, 1.0]), np.array([1.0, 1.0, 0.0, 1.0, 1.0])
+  for j in range(50):
+    v = labelers.perceived(pool, j, parts, hygiene, safety, np.full(5, 5))
+    assert v[0] == pytest.approx(1.0)  # a perfect answer is worth 1 to everyone
+    assert v[2] == pytest.approx(0.0)  # unsafe responses are worth nothing
+    assert v[3] < 0.5 < v[0]  # everyone sees that the repetition is degenerate ...
+    assert v[1] < v[4] < v[0]  # ... and that right content in the wrong form beats wrong
 
 
 def test_dense_ranks_and_pair_differences_skip_identical_texts():

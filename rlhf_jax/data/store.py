@@ -86,12 +86,14 @@ def ensure_world(size: str, seed: int, cache: str = "") -> str:
   """Directory of the generated world (SIZE, SEED), generating it once into the cache."""
   from rlhf_jax.data import world  # pylint: disable=g-import-not-at-top
   root = os.path.join(cache_dir(cache), "world")
-  world_dir = os.path.join(root, f"{size}_seed{seed}")
+  # The format version in the name: worlds cached by an older generator or judge are rebuilt.
+  name = f"{size}_seed{seed}_v{world.VERSION}"
+  world_dir = os.path.join(root, name)
   if os.path.isdir(world_dir):
     return world_dir
-  with _file_lock(os.path.join(root, f".{size}_seed{seed}.lock")):
+  with _file_lock(os.path.join(root, f".{name}.lock")):
     if not os.path.isdir(world_dir):
-      tmp_dir = tempfile.mkdtemp(prefix=f".incomplete_{size}_seed{seed}_", dir=root)
+      tmp_dir = tempfile.mkdtemp(prefix=f".incomplete_{name}_", dir=root)
       try:
         world.write_world(tmp_dir, seed=seed, size=size)
         os.rename(tmp_dir, world_dir)

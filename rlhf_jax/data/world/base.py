@@ -61,7 +61,7 @@ def user(content: str) -> list[dict[str, str]]:
 def example(family: str, messages, ideal: str, **spec) -> Example:
   """An Example whose meta holds the family, the spec and the length budget.
 
-  max_words = max(12, 2 * words(ideal)): the judge's fluency check penalises longer answers.
+  max_words = max(12, 2 * words(ideal)): the judge's length gate scores longer answers down.
   """
   meta = {"family": family, "max_words": max(12, 2 * text.word_count(ideal)), **spec}
   return Example(messages, meta, ideal)
@@ -73,18 +73,19 @@ def replace_last(s: str, old: str, new: str) -> str:
 
 
 def check_value(response: str, answer, choices=None) -> Parts:
-  """A single number or a single choice among `choices`; hedging earns half.
+  """A single number or a single choice among `choices`; hedging does not pay.
 
-  correctness = 1/|mentioned values| if the answer is among them else 0;
+  With k distinct values offered (numbers left of an '=' are work, not answers):
+  correctness = 1/k^2 if the answer is among them else 0;
   completeness = 1 if any value of the right kind is given.
   """
-  found = text.numbers(response) if isinstance(answer, int) else text.mentioned(
+  found = text.answer_numbers(response) if isinstance(answer, int) else text.mentioned(
       response, choices)
   if not found:
     return Parts(0.0, 0.0, 1.0)
   if answer not in found:
     return Parts(0.0, 1.0, 1.0)
-  return Parts(1.0 / len(set(found)), 1.0, 1.0)
+  return Parts(1.0 / len(set(found)) ** 2, 1.0, 1.0)
 
 
 def hedged_and_wrong(rng, ideal: str, answer, choices=None) -> dict[str, str]:

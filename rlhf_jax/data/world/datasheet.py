@@ -1,11 +1,12 @@
-"""The world's datasheet: counts, gold scores per tier, labeler agreement, text lengths."""
+"""The world's datasheet: counts, the judge's rule, gold scores per tier and per adversarial
+strategy, labeler agreement, reference policies, text lengths."""
 import collections
 import dataclasses
 
 import numpy as np
 
-from rlhf_jax.data.world import judge, labelers
-from rlhf_jax.data.world.config import USE_CASE_MIX, USE_CASE_TO_FAMILIES
+from rlhf_jax.data.world import adversarial, hygiene, judge, labelers
+from rlhf_jax.data.world.config import FAMILY_NAMES, USE_CASE_MIX, USE_CASE_TO_FAMILIES
 
 
 @dataclasses.dataclass
@@ -78,7 +79,14 @@ def baselines(sft_records: list[dict], seed: int) -> dict:
           "random_words": mean(random_words), "refusal": mean(refusal)}
 
 
-def summarize(records, audit: AgreementAudit, config, seed: int, size: str) -> dict:
+def adversarial_table(sft_records: list[dict], universe, seed: int) -> dict:
+  """{strategy: {family: mean gold}} of the adversarial catalogue on `sft_records`."""
+  cases = adversarial.cases(sft_records, universe, seed)
+  return adversarial.table(cases, lambda m, r: judge.score_arrays(m, r)["total"], seed)
+
+
+def summarize(records, audit: AgreementAudit, config, seed: int, size: str,
+              universe) -> dict:
   counts = {}
   for stage, by_split in records.items():
     counts[stage] = {}
@@ -100,11 +108,33 @@ def summarize(records, audit: AgreementAudit, config, seed: int, size: str) -> d
       "gold_by_tier": {t: _stats(v) for t, v in sorted(gold_by_tier.items())},
       "agreement": audit.summary(config.agreement_target),
       "baselines_sft_test": baselines(records["sft"]["test"], seed),
+      "adversarial_sft_test": adversarial_table(records["sft"]["test"], universe, seed),
       "lengths": {"sft_prompt_words": _stats(prompt_words),
                   "sft_response_words": _stats(response_words)},
       "prompt_mix": {k: round(v / mix_total, 4) for k, v in sorted(config.prompt_mix.items())},
       "use_case_mix": USE_CASE_MIX, "use_case_to_families": USE_CASE_TO_FAMILIES,
   }
+
+
+def _paragraphs(doc: str) -> list[list[str]]:
+  """A module docstring's paragraphs as lists of lines, the common 2-space indent removed."""
+  return [[line[2:] if line.startswith("  ") else line for line in block.split("\n")]
+          for block in doc.strip("\n").split("\n\n")]
+
+
+def _bound(bounds) -> str:
+  lo, hi = bounds
+  return "0" if hi == 0 else f"<= {hi:.2f}" if lo == 0 else f">= {lo:.2f}" if hi == 1 \
+      else f"{lo:.2f}-{hi:.2f}"
+
+
+def _careful(strategy) -> str:
+  """The expected family mean: one bound, or 'benign ...; harmful ...' where they differ."""
+  benign = {strategy.expect(f) for f in FAMILY_NAMES if f != "harmful"} - {None}
+  harmful = strategy.expect("harmful")
+  if benign and harmful and benign != {harmful}:
+    return f"benign {_bound(benign.pop())}; harmful {_bound(harmful)}"
+  return _bound((benign or {harmful}).pop())
 
 
 def markdown(sheet: dict) -> str:
@@ -123,6 +153,10 @@ def markdown(sheet: dict) -> str:
       counter.update(by_split["by_family"])
   for family in sorted(set().union(*totals.values())):
     lines.append(f"| {family} | " + " | ".join(str(totals[s][family]) for s in totals) + " |")
+  rule, notes = _paragraphs(judge.__doc__)[2:4]
+  lines += ["", "## The gold judge's scoring rule", "", "```", *rule, "```", "", *notes, "",
+            "Hygiene gates, each a multiplier in [0, 1]:", "", "```",
+            *_paragraphs(hygiene.__doc__)[2], "```"]
   lines += ["", "## Gold score per quality tier (ranking candidates)", "",
             "| tier | n | mean | std | p10 | p50 | p90 |", "|---|---|---|---|---|---|---|"]
   for tier, s in sheet["gold_by_tier"].items():
@@ -137,6 +171,18 @@ def markdown(sheet: dict) -> str:
             f"- Bradley-Terry temperature: {agree['temperature']:.4f}", "",
             "## Gold score of reference policies (SFT test prompts)", ""]
   lines += [f"- {name}: {value:.3f}" for name, value in sheet["baselines_sft_test"].items()]
+  lines += ["", "## Gold score of adversarial strategies per family (SFT test prompts)", "",
+            "Mean gold total per family; '-' where the strategy does not apply. 'careful' is "
+            "what a careful person would give, held by tests/test_world_adversarial.py.", "",
+            "| strategy | careful | " + " | ".join(FAMILY_NAMES) + " |",
+            "|---" * (len(FAMILY_NAMES) + 2) + "|"]
+  for strategy in adversarial.STRATEGIES:
+    row = sheet["adversarial_sft_test"][strategy.name]
+    careful = _careful(strategy)
+    lines.append(f"| {strategy.name} | {careful} | " + " | ".join(
+        f"{row[f]:.2f}" if f in row else "-" for f in FAMILY_NAMES) + " |")
+  lines += ["", "Strategies:", ""]
+  lines += [f"- {s.name}: {s.careful}" for s in adversarial.STRATEGIES]
   lines += ["", "## RL prompt mix (InstructGPT use cases mapped onto families)", ""]
   lines += [f"- {use}: {w:.1%} -> " + ", ".join(f"{f} ({s:g})" for f, s in fams.items())
             for (use, w), fams in zip(sheet["use_case_mix"].items(),

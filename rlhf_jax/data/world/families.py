@@ -3,7 +3,13 @@
 Tiers: ideal; partial (partly right); wrong; unsafe (complies with a harmful request;
 harmful prompts only); refusal (declines a benign request; benign prompts only);
 disfluent (repeated or swapped words); incomplete (cut short); rambling (the ideal
-buried in filler beyond the length budget).
+buried in filler beyond the length budget); repetitive (the ideal said 2-4 times);
+boilerplate (the ideal wrapped in assistant pleasantries).
+
+The last two are degenerate samples of the kind real model samples contain (repetition
+loops, stock phrases). Rankings include them so the reward model learns to rank them
+low; a reward model that never saw them cannot, and PPO drifts into them (reward
+over-optimisation).
 """
 import numpy as np
 
@@ -16,14 +22,19 @@ FAMILIES: dict[str, Family] = {
     f.name: f for f in tasks_ops.FAMILIES + tasks_knowledge.FAMILIES + tasks_instruct.FAMILIES}
 assert tuple(FAMILIES) == FAMILY_NAMES, (tuple(FAMILIES), FAMILY_NAMES)
 
-TIERS = ("ideal", "partial", "wrong", "unsafe", "refusal", "disfluent", "incomplete", "rambling")
+TIERS = ("ideal", "partial", "wrong", "unsafe", "refusal", "disfluent", "incomplete", "rambling",
+         "repetitive", "boilerplate")
 
-_FILLER = (
+FILLER = (
     "Well, that is a good question.", "Let me think about it for a moment.",
     "There are many things one could say here.", "I hope this answer is useful to you.",
     "It is always nice to learn new things.", "Some people say this is hard, but it is not.",
     "As I said before, this is how it is.", "Thank you for asking me about it.",
 )
+_OPENERS = ("Sure! Here is the answer.", "Great question!", "Of course! I am happy to help.",
+            "Thank you for your question.")
+_CLOSERS = ("I hope this helps!", "Let me know if you need anything else.",
+            "Feel free to ask more questions.", "Have a nice day!")
 _OVER_REFUSALS = ("I'm sorry, but I can't help with that.", "Sorry, I cannot answer that.")
 _STALLS = ("The answer is", "Well, it is", "I think that the")
 
@@ -62,11 +73,19 @@ def incomplete(rng: np.random.Generator, ideal: str) -> str:
 
 def rambling(rng: np.random.Generator, ideal: str, max_words: int) -> str:
   """Filler before and after the ideal until the text is ~2x the length budget."""
-  before = " ".join(pick(rng, _FILLER) for _ in range(int(rng.integers(1, 3))))
+  before = " ".join(pick(rng, FILLER) for _ in range(int(rng.integers(1, 3))))
   after = []
   while len((before + ideal + " ".join(after)).split()) < 2 * max_words:
-    after.append(pick(rng, _FILLER))
+    after.append(pick(rng, FILLER))
   return f"{before} {ideal} {' '.join(after)}"
+
+
+def repetitive(rng: np.random.Generator, ideal: str) -> str:
+  return " ".join([ideal] * int(rng.integers(2, 5)))
+
+
+def boilerplate(rng: np.random.Generator, ideal: str) -> str:
+  return f"{pick(rng, _OPENERS)} {ideal} {pick(rng, _CLOSERS)}"
 
 
 def make_example(rng: np.random.Generator, family_name: str, universe, config) -> Example:
@@ -102,4 +121,8 @@ def _respond(rng, tier: str, ex: Example, flawed: dict[str, str]) -> str:
     return disfluent(rng, ex.ideal)
   if tier == "incomplete":
     return incomplete(rng, ex.ideal)
+  if tier == "repetitive":
+    return repetitive(rng, ex.ideal)
+  if tier == "boilerplate":
+    return boilerplate(rng, ex.ideal)
   return rambling(rng, ex.ideal, ex.meta["max_words"])

@@ -1,7 +1,13 @@
-"""Simulated labelers: Bradley–Terry noise on the gold score plus a personal bias.
+"""Simulated labelers: Bradley–Terry noise on the parts the gold judge scores, plus a bias.
 
-Labeler j perceives v_j(r) = safety(r) * sum_c w_jc * part_c(r) + b_j * (log(1 + words(r)) - mean),
-with category weights w_j scattered around the judge's weights and a length preference b_j.
+Labeler j perceives the judge's parts with personal weights and sensitivities:
+
+  v_j(r) = safety(r) * hygiene(r)^h_j * (w_j . (correctness, completeness))
+           * (1 - f_j + f_j * format(r)) + b_j * (log(1 + words(r)) - mean),
+
+with content weights w_j scattered around the judge's (0.75, 0.25), a format weight f_j
+around the judge's 0.4, a hygiene sensitivity h_j around 1 (some labelers forgive
+repetition or filler more than others) and a length preference b_j.
 Ranking = sort by u = v_j / tau + Gumbel noise, so for any two responses
 P(a > b) = sigmoid((v_j(a) - v_j(b)) / tau)  (Bradley–Terry), and the whole ranking is
 Plackett–Luce. tau is calibrated so two labelers agree on a pair with the target rate.
@@ -10,27 +16,40 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rlhf_jax.data.world.judge import WEIGHTS
+from rlhf_jax.data.world.judge import CONTENT_WEIGHTS, FORMAT_WEIGHT
 
 
 class Labelers(NamedTuple):
-  weights_LxC: np.ndarray  # L labelers x C=3 categories (correctness, completeness, format)
+  weights_LxC: np.ndarray  # L labelers x C=2 content categories (correctness, completeness)
+  format_weight_L: np.ndarray
+  hygiene_exponent_L: np.ndarray
   length_bias_L: np.ndarray
 
 
 def make_labelers(rng: np.random.Generator, n: int, spread: float,
                   length_bias: float) -> Labelers:
-  """w_j = normalise(WEIGHTS * exp(spread * N(0, 1))), b_j ~ N(0, length_bias^2)."""
-  weights = np.array(WEIGHTS) * np.exp(spread * rng.standard_normal((n, len(WEIGHTS))))
-  return Labelers(weights / weights.sum(axis=1, keepdims=True),
-                  length_bias * rng.standard_normal(n))
+  """w_j = normalise(CONTENT_WEIGHTS * exp(spread * N)) with w_j0 >= 0.6,
+  f_j = clip(FORMAT_WEIGHT * exp(spread * N), 0.1, 0.6), h_j = exp(spread * N),
+  b_j ~ N(0, length_bias^2).
+
+  The clips keep every labeler sensible: being right matters more than being complete,
+  and no labeler prefers a wrong answer in the asked form to the right one in another.
+  """
+  weights = np.array(CONTENT_WEIGHTS) * np.exp(spread * rng.standard_normal((n, 2)))
+  correct = np.maximum(0.6, weights[:, 0] / weights.sum(axis=1))
+  fmt = np.clip(FORMAT_WEIGHT * np.exp(spread * rng.standard_normal(n)), 0.1, 0.6)
+  return Labelers(np.stack([correct, 1.0 - correct], axis=1), fmt,
+                  np.exp(spread * rng.standard_normal(n)), length_bias * rng.standard_normal(n))
 
 
-def perceived(labelers: Labelers, j: int, parts_KxC: np.ndarray, safety_K: np.ndarray,
-              words_K: np.ndarray) -> np.ndarray:
+def perceived(labelers: Labelers, j: int, parts_KxC: np.ndarray, hygiene_K: np.ndarray,
+              safety_K: np.ndarray, words_K: np.ndarray) -> np.ndarray:
   """v_j for the K responses to one prompt (parts: correctness, completeness, format)."""
+  content = parts_KxC[:, :2] @ labelers.weights_LxC[j]
+  f = labelers.format_weight_L[j]
+  form = 1.0 - f + f * parts_KxC[:, 2]
   log_len = np.log1p(words_K)
-  return (safety_K * (parts_KxC @ labelers.weights_LxC[j])
+  return (safety_K * hygiene_K ** labelers.hygiene_exponent_L[j] * content * form
           + labelers.length_bias_L[j] * (log_len - log_len.mean()))
 
 

@@ -44,12 +44,14 @@ def flawed_arithmetic(rng, ex, uni):
 
 
 def check_arithmetic(meta, response):
-  """The last number is the answer: exact = 1, off by at most 2 = 0.4."""
-  found = text.numbers(response)
+  """Numbers offered as answers (work left of '=' excluded), k of them distinct:
+  correctness = best of (exact = 1, off by at most 2 = 0.4) / k^2."""
+  found = set(text.answer_numbers(response))
   if not found:
     return Parts(0.0, 0.0, 1.0)
-  error = abs(found[-1] - meta["answer"])
-  return Parts(1.0 if error == 0 else 0.4 if error <= 2 else 0.0, 1.0, 1.0)
+  errors = [abs(x - meta["answer"]) for x in found]
+  best = 1.0 if min(errors) == 0 else 0.4 if min(errors) <= 2 else 0.0
+  return Parts(best / len(found) ** 2, 1.0, 1.0)
 
 
 # --- list operations --------------------------------------------------------------------
@@ -104,11 +106,12 @@ def flawed_listops(rng, ex, uni):
 
 
 def check_list(response: str, expected: list[str]) -> Parts:
-  """Exact order = 1; otherwise correctness = half the share of items in place."""
+  """Exact order = 1; otherwise correctness = half the share of items in place, counted
+  over the longer of the two lists (extra items cost as much as missing ones)."""
   got, want = text.split_items(response), [str(x).lower() for x in expected]
   if got == want:
     return Parts(1.0, 1.0, 1.0)
-  in_place = sum(g == w for g, w in zip(got, want)) / len(want)
+  in_place = sum(g == w for g, w in zip(got, want)) / max(len(got), len(want))
   covered = len(set(got) & set(want)) / len(want)
   return Parts(0.5 * in_place, covered, 1.0 if len(got) == len(want) else 0.5)
 
@@ -172,13 +175,15 @@ def _rewrite_words(s: str) -> list[str]:
 
 
 def check_rewrite(meta, response):
-  """Word-for-word match (case ignored except for 'upper'); else half the in-place share.
+  """Word-for-word match (case ignored except for 'upper'); else half the in-place share,
+  counted over the longer of response and target.
 
   completeness = share of the target's words present in any order.
   """
   got, want = _rewrite_words(response), _rewrite_words(meta["target"])
   same = [g.lower() == w.lower() for g, w in zip(got, want)]
-  content = 1.0 if len(got) == len(want) and all(same) else 0.5 * sum(same) / len(want)
+  content = 1.0 if len(got) == len(want) and all(same) else 0.5 * sum(same) / max(
+      len(got), len(want))
   overlap = collections.Counter(map(text.bare, got)) & collections.Counter(map(text.bare, want))
   completeness = sum(overlap.values()) / len(want)
   if meta["op"] != "upper":
@@ -210,10 +215,11 @@ def flawed_brainstorm(rng, ex, uni):
 
 
 def check_brainstorm(meta, response):
-  """correctness = distinct valid items / items given; completeness = distinct valid / n."""
+  """correctness = min(distinct valid items, n) / max(items given, n): duplicates, invalid
+  items and items beyond the n asked for all cost; completeness = distinct valid / n."""
   items, valid = text.split_items(response), {v.lower() for v in meta["valid"]}
   distinct_valid = len(set(items) & valid)
-  correctness = distinct_valid / len(items) if items else 0.0
+  correctness = min(distinct_valid, meta["n"]) / max(len(items), meta["n"])
   completeness = min(1.0, distinct_valid / meta["n"])
   return Parts(correctness, completeness, 1.0 if len(items) == meta["n"] else 0.5)
 

@@ -57,10 +57,11 @@ def build_rankings(rng, label_rng, uni, config):
     scores = judge.score_batch([ex.meta] * len(responses), responses)
     a, b = (int(x) for x in label_rng.choice(config.n_labelers, size=2, replace=False))
     parts = np.array([s[1:4] for s in scores])
+    gates = np.array([s.hygiene for s in scores])
     safety = np.array([s.safety for s in scores])
     words = np.array([len(r.split()) for r in responses])
     groups = np.array([responses.index(r) for r in responses])
-    values = [labelers.perceived(pool, j, parts, safety, words) for j in (a, b)]
+    values = [labelers.perceived(pool, j, parts, gates, safety, words) for j in (a, b)]
     items.append((ex, responses, tiers, scores, (a, b), groups, values))
   diffs = [np.concatenate([labelers.pair_differences(it[6][j], it[5]) for it in items])
            for j in (0, 1)]
@@ -117,6 +118,12 @@ def build_world(seed: int, config: WorldConfig):
   return records, audit
 
 
+def universe_for(seed: int, config: WorldConfig):
+  """The universe `build_world(seed, config)` uses (its own generator stream)."""
+  return make_universe(np.random.default_rng([seed, _STREAMS["universe"]]), config.n_places,
+                       config.n_people, config.n_species)
+
+
 def _dumps(record: dict) -> str:
   return json.dumps(record, sort_keys=True, ensure_ascii=False)
 
@@ -146,7 +153,7 @@ def write_world(out_dir: str, seed: int = 0, size: str = "small",
   """
   config = config or for_size(size)
   records, audit = build_world(seed, config)
-  sheet = datasheet.summarize(records, audit, config, seed, size)
+  sheet = datasheet.summarize(records, audit, config, seed, size, universe_for(seed, config))
   out_dir = os.path.abspath(out_dir)
   os.makedirs(os.path.dirname(out_dir), exist_ok=True)
   tmp, old = f"{out_dir}.tmp-{os.getpid()}", f"{out_dir}.old-{os.getpid()}"
