@@ -41,7 +41,7 @@ def get_config(arg=None):
   c.ckpt_every = 50
   c.sampling.max_new_tokens = 48
   if arg == "smoke":
-    configs.smoke(c, init_from="", epochs=0.0, **{"gold_eval.num_prompts": 16,
+    configs.smoke(c, init_from="", epochs=0.0, **{"data.seq_len": 128,"gold_eval.num_prompts": 16,
                                                   "gold_eval.batch_size": 8,
                                                   "sampling.max_new_tokens": 16})
   return c

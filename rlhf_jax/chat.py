@@ -33,7 +33,7 @@ def main(argv=None) -> int:
   parser.set_defaults(top_p=0.9)
   args = parser.parse_args(argv)
   try:
-    policy = policy_lib.load(args.workdir)
+    policy = policy_lib.load(args.workdir, sample_lib.one_device_mesh())
     sample_lib.check_sampling_args(args, policy.model.cfg.max_len)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -36,11 +36,11 @@ def _records(data: str, split: str, num_prompts: int):
 
 
 def run(args) -> dict:
-  policy = policy_lib.load(args.workdir)
+  mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
+  policy = policy_lib.load(args.workdir, mesh)
   data = args.data or policy.config.data.path
   records, demonstrations = _records(data, args.split, args.num_prompts)
   metas = [r["meta"] for r in records]
-  mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
   gold_cfg = ml_collections.ConfigDict(dict(batch_size=args.batch_size, num_shots=3))
   sampling_cfg = ml_collections.ConfigDict(dict(
       max_new_tokens=args.max_new_tokens, temperature=0.0, top_k=0, top_p=1.0))
@@ -48,7 +48,7 @@ def run(args) -> dict:
   results, scores = {}, {}
   runs = [("policy", policy, "chat")]
   if args.base_workdir:
-    runs.append(("base", policy_lib.load(args.base_workdir), "few_shot"))
+    runs.append(("base", policy_lib.load(args.base_workdir, mesh), "few_shot"))
   with jax.set_mesh(mesh):
     for name, pol, style in runs:
       texts = evaluation.policy_texts(pol.model, pol.params, pol.tokenizer, records, rng,

@@ -53,8 +53,9 @@ def _find(tree, path):
   return tree
 
 
-def restore_gpt_params(workdir: str) -> tuple[int, Any]:
-  """(step, GPT params) of the newest checkpoint, as plain arrays on the first device."""
+def restore_gpt_params(workdir: str, mesh=None) -> tuple[int, Any]:
+  """(step, GPT params) of the newest checkpoint as plain arrays, replicated over `mesh`
+  (default: the first device)."""
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
     raise UserError(f"{workdir} has no checkpoints/; train first or pass another --workdir")
@@ -73,20 +74,24 @@ def restore_gpt_params(workdir: str) -> tuple[int, Any]:
     if path is None:
       raise UserError(f"the checkpoint in {directory} holds no GPT parameters; pass the "
                       f"workdir of a pretrain, SFT, reward-model or PPO run")
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = (jax.sharding.SingleDeviceSharding(jax.devices()[0]) if mesh is None
+              else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                           _find(metadata, path))
     for key in reversed(path):
       target = {key: target}
     restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(item=target, partial_restore=True)))
+        state=ocp.args.PyTreeRestore(
+            item=target, partial_restore=True,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(target))))
   finally:
     manager.close()
   return step, _unbox(_find(restored.state, path))
 
 
-def load(workdir: str) -> Policy:
-  """The model, newest parameters, tokenizer and config of a training workdir."""
+def load(workdir: str, mesh=None) -> Policy:
+  """The model, newest parameters (replicated over `mesh`), tokenizer and config of a
+  training workdir."""
   workdir = os.path.abspath(workdir)
   if not os.path.isdir(workdir):
     raise UserError(f"workdir {workdir} does not exist; pass the --workdir of a training run")
@@ -95,5 +100,5 @@ def load(workdir: str) -> Policy:
   model_cfg = config.model
   if jax.default_backend() != "gpu":  # cuDNN attention exists on NVIDIA GPUs only
     model_cfg = ml_collections.ConfigDict({**model_cfg.to_dict(), "attention": "xla"})
-  step, params = restore_gpt_params(workdir)
+  step, params = restore_gpt_params(workdir, mesh)
   return Policy(gpt.GPT(gpt.config_from(model_cfg, tok.vocab_size)), params, tok, config, step)

@@ -35,6 +35,10 @@ def check_sampling_args(args, max_len: int) -> None:
                     f"for this model's context of {max_len}")
 
 
+def one_device_mesh():
+  return sharding.make_mesh(ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=1)))
+
+
 def generate(policy: policy_lib.Policy, prompt_ids: list[list[int]], args, rng) -> list[str]:
   """Response texts for token-id prompts, left-padded to one fixed length (one compile)."""
   max_len = policy.model.cfg.max_len
@@ -45,7 +49,7 @@ def generate(policy: policy_lib.Policy, prompt_ids: list[list[int]], args, rng) 
                       f"{args.max_new_tokens} new tokens in the context of {max_len}; "
                       f"shorten it or lower --max_new_tokens")
   tokens, mask = evaluation.left_pad(prompt_ids, prompt_len, policy.tokenizer.pad_id)
-  mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=1)))
+  mesh = one_device_mesh()
   with jax.set_mesh(mesh):
     ids = evaluation.generate_ids(
         policy.model, policy.params, tokens, mask, rng, mesh=mesh, batch_size=len(prompt_ids),
@@ -66,7 +70,7 @@ def main(argv=None) -> int:
   try:
     if args.num_samples < 1:
       raise UserError(f"--num_samples={args.num_samples}; use 1 or more")
-    policy = policy_lib.load(args.workdir)
+    policy = policy_lib.load(args.workdir, one_device_mesh())
     check_sampling_args(args, policy.model.cfg.max_len)
     style = args.format
     if style == "auto":

@@ -1,5 +1,6 @@
 """pretrain smoke → SFT smoke (init_from) on the world, then `sample`, `chat` and `evaluate`."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -43,9 +44,10 @@ def test_sft_warm_starts_from_pretraining_and_is_gold_judged(world_runs):
     assert r["gold/n"] == 16 and r["gold/score_lo"] <= r["gold/score"] <= r["gold/score_hi"]
     assert 0.0 <= r["gold/score"] <= 1.0
     assert any(k.startswith("gold/family/") for k in r)
-  # The warm start is the pretrained model: its first SFT eval/loss is far below uniform.
+  # The warm start is the pretrained model: its first SFT eval/loss is far below uniform
+  # over the 512-token vocabulary (ln 512 = 6.24, where a fresh model starts).
   first = next(r["eval/loss"] for r in rows if "eval/loss" in r)
-  assert first < 5.0, first
+  assert first < math.log(512) - 0.5, first
   samples = [json.loads(line) for line in open(os.path.join(sft_dir, SAMPLES_FILE))]
   assert sorted({s["step"] for s in samples}) == [0, 15, 20]
   assert len(samples) == 3 * 16
@@ -65,7 +67,7 @@ def test_sample_prints_samples(world_runs):
 
 
 def test_chat_keeps_a_conversation_and_exits_cleanly_on_eof(world_runs):
-  turns = "Hi! I am Bo.\n" + "Tell me about a town. " * 30 + "\nWhat is my name?\n"
+  turns = "Hi! I am Bo.\n" + "Tell me about a town. " * 8 + "\nWhat is my name?\n"
   result = run_module("rlhf_jax.chat", f"--workdir={world_runs[1]}", "--max_new_tokens=16",
                       stdin=turns)
   assert result.returncode == 0, result.stderr[-2000:]
