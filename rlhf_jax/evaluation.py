@@ -30,7 +30,7 @@ from rlhf_jax.data import world
 from rlhf_jax.errors import UserError
 
 SAMPLES_FILE = "samples.jsonl"
-CATEGORIES = ("correctness", "completeness", "format", "safety")
+CATEGORIES = ("correctness", "completeness", "format", "safety", "hygiene")
 _FEW_SHOT_STOPS = ("\n\n", "\nQ:")
 
 
@@ -178,10 +178,8 @@ def paired_difference(scores_a, scores_b, n_resamples: int = 1000,
 
 
 def score(metas: Sequence[dict], responses: Sequence[str]) -> dict[str, np.ndarray]:
-  """Gold scores as arrays: {"total": [N], "correctness": [N], ...}."""
-  scores = world.score_batch(metas, responses)
-  return {name: np.array([getattr(s, name) for s in scores], np.float64)
-          for name in ("total",) + CATEGORIES}
+  """Gold scores as arrays: {"total": [N], "correctness": [N], ..., "hygiene": [N]}."""
+  return world.score_arrays(metas, responses)
 
 
 def summarize(metas: Sequence[dict], scores: dict[str, np.ndarray],

@@ -52,7 +52,8 @@ def test_sft_warm_starts_from_pretraining_and_is_gold_judged(world_runs):
   assert sorted({s["step"] for s in samples}) == [0, 15, 20]
   assert len(samples) == 3 * 16
   assert all("<|" not in s["response"] for s in samples)
-  assert {"total", "correctness", "completeness", "format", "safety"} == set(samples[0]["score"])
+  assert {"total", "correctness", "completeness", "format", "safety", "hygiene"} == set(
+      samples[0]["score"])
 
 
 def test_sample_prints_samples(world_runs):
