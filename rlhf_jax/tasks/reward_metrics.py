@@ -106,7 +106,8 @@ def summarize(scores_NxK, ranking_NxK, metas, margin: float = 0.0,
     accuracy.append(right_M.mean())
     margins.append(diff_M.mean())
     all_diffs.append(diff_M)
-    by_family[str(metas[n].get("family", "none"))].append(right_M.mean())
+    if "family" in metas[n]:
+      by_family[str(metas[n]["family"])].append(right_M.mean())
     gap_M = np.asarray(ranking_NxK)[n, worse] - np.asarray(ranking_NxK)[n, better]
     for gap, right in zip(gap_M, right_M):
       by_gap[int(gap)].append(right)
