@@ -18,7 +18,7 @@ Score files with it:
 
 Model: the SFT `nano` (6 layers, 384 wide) and its tokenizer; rows of 96 tokens (longer
 rows lose prompt tokens first, then the response's end; the EOS stays), batch 16 prompts
-(64 rows), 1 epoch over the 1,682 training rankings (105 steps), lr 5e-5.
+(64 rows), 1 epoch over the 1,682 training rankings (105 steps), lr 1e-4.
 Hardware: 2 CPU cores, ≤ 10 minutes; expected rm/accuracy within 5 points of
 rm/label_ceiling (≈ 0.83 on the default world).
 Variant `:smoke` — no init_from: a tiny model and its own BPE on the preference texts,
@@ -38,7 +38,7 @@ def get_config(arg=None):
   c.model.preset = "nano"
   c.batch_size = 16
   c.epochs = 1.0
-  c.optim.lr = 5e-5
+  c.optim.lr = 1e-4
   c.optim.warmup_steps = 10
   c.optim.weight_decay = 0.0
   c.log_every = 5

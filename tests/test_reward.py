@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from rlhf_jax import configs, metrics, sharding, train
+from rlhf_jax.data import pipeline
 from rlhf_jax.errors import UserError
 from rlhf_jax.models import gpt
 from rlhf_jax.tasks import reward
@@ -118,7 +119,7 @@ def test_each_response_goes_through_the_backbone_once_per_step(rm_data, tmp_path
 def test_normalised_reference_rewards_have_mean_zero(trained_rm, rm_data):
   model, params, normalization, tok = reward.load_reward_model(trained_rm)
   references = [json.loads(line) for line in open(rm_data[1])]
-  rows_ = [reward.pipeline.preference_rows(
+  rows_ = [pipeline.preference_rows(
       tok, [{"role": "user", "content": r["prompt"]}], [r["response"]], max_len=24, num_rows=1)
            for r in references]
   scores = jax.jit(reward.normalised_scores, static_argnums=0)(
@@ -171,3 +172,21 @@ def test_ranking_length_differing_from_responses_is_an_error_naming_file_and_lin
   path.write_text("\n".join(json.dumps(r) for r in [good, good, bad]) + "\n")
   with pytest.raises(UserError, match=rf"^{path}:3: 'ranking' has 2 ranks for 3 responses"):
     train.run(rm_config(str(path)), str(tmp_path / "run"))
+
+
+def test_normalisation_with_gain_gives_reference_rewards_std_one(trained_rm, rm_data, tmp_path):
+  model, params, _, tok = reward.load_reward_model(trained_rm)
+  config = rm_config(*rm_data, **{"rm.normalize_gain": True})
+  mesh = sharding.make_mesh(config.mesh)
+  normalization = reward.write_normalization(config, str(tmp_path), model, params, tok, mesh,
+                                             None, step=12)
+  saved = json.load(open(tmp_path / reward.NORMALIZATION_FILE))
+  assert saved["gain"] == normalization.gain != 1.0 and saved["step"] == 12
+  references = [json.loads(line) for line in open(rm_data[1])]
+  rows_ = [pipeline.preference_rows(tok, [{"role": "user", "content": r["prompt"]}],
+                                    [r["response"]], max_len=24, num_rows=1)
+           for r in references]
+  scores = np.asarray(jax.jit(reward.normalised_scores, static_argnums=0)(
+      model, params, normalization, np.stack([r[0] for r in rows_]),
+      np.stack([r[1] for r in rows_])), np.float64)
+  assert abs(scores.mean()) < 1e-3 and abs(scores.std() - 1.0) < 1e-3
