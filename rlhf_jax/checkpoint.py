@@ -59,20 +59,91 @@ class Checkpointer:
     self._manager.close()
 
 
-def restore_params(workdir: str, abstract_params, shardings):
-  """Params of the newest checkpoint of another stage's workdir (a warm start)."""
+def _key_name(key) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _leaf_shapes(tree, is_leaf=None) -> dict[str, tuple]:
+  """'a/b/value' → (shape, dtype name) of every leaf (nn.Partitioned boxes show as '/value')."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
+  return {"/".join(_key_name(k) for k in path): (tuple(leaf.shape), str(leaf.dtype))
+          for path, leaf in leaves}
+
+
+def _describe_mismatch(source: dict, target: dict, limit: int = 6) -> str:
+  missing = sorted(set(target) - set(source))
+  unexpected = sorted(set(source) - set(target))
+  mismatched = sorted(f"{k} {source[k][0]}/{source[k][1]} vs {target[k][0]}/{target[k][1]}"
+                      for k in set(source) & set(target) if source[k] != target[k])
+  parts = []
+  for what, names in (("missing in the checkpoint", missing),
+                      ("not in this model", unexpected),
+                      ("checkpoint vs model shape/dtype", mismatched)):
+    if names:
+      more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+      parts.append(f"{what}: {', '.join(names[:limit])}{more}")
+  return "; ".join(parts)
+
+
+def _read_only_manager(workdir: str, name: str = "init_from"):
+  """(manager, step, directory) of a workdir's newest checkpoint; creates and writes nothing."""
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  manager = ocp.CheckpointManager(directory, item_names=("state", "data"))
-  step = manager.latest_step() if os.path.isdir(directory) else None
+  step = None
+  if os.path.isdir(directory):
+    manager = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+        item_names=("state", "data"))
+    step = manager.latest_step()
   if step is None:
-    raise UserError(f"init_from={workdir!r} holds no checkpoint under {directory}; point "
-                    f"--config.init_from at a finished run's workdir")
-  target = {"params": _abstract_with_shardings(abstract_params, shardings)}
+    raise UserError(f"{name}={workdir!r} holds no checkpoint under {directory}; point "
+                    f"--{'config.' * (name == 'init_from')}{name} at a finished run's workdir")
+  return manager, step, directory
+
+
+def saved_step(workdir: str, name: str = "init_from") -> int:
+  """The step of a workdir's newest checkpoint."""
+  manager, step, _ = _read_only_manager(workdir, name)
+  manager.close()
+  return step
+
+
+def saved_params_shapes(workdir: str, name: str = "init_from") -> dict[str, tuple]:
+  """'path/to/leaf' → (shape, dtype name) of the params in a workdir's newest checkpoint."""
+  manager, step, directory = _read_only_manager(workdir, name)
+  manager.close()
+  metadata = ocp.StandardCheckpointer().metadata(os.path.join(directory, str(step), "state"))
+  tree = metadata.item_metadata.tree["params"]
+  return _leaf_shapes(tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
+
+
+def restore_params(workdir: str, abstract_params, shardings, name: str = "init_from"):
+  """Params of the newest checkpoint of another stage's workdir (a warm start).
+
+  The saved params must match `abstract_params` leaf for leaf (names, shapes, dtypes);
+  otherwise a UserError lists the missing, unexpected and mismatched leaves. A model
+  with parts that are new by design (a reward head on an SFT backbone) restores only
+  its matching sub-tree and keeps the fresh init of the rest. They are read straight
+  into `shardings`; nothing is created or written in `workdir`. `name` is the setting
+  that named the workdir, for error messages.
+  """
+  source = saved_params_shapes(workdir, name)
+  target = _leaf_shapes(abstract_params)
+  if source != target:
+    raise UserError(f"{name}={workdir!r}: its parameters do not fit this model "
+                    f"({_describe_mismatch(source, target)}); use the model config it was "
+                    f"trained with, or a workdir of the stage this one builds on")
+  manager, step, _ = _read_only_manager(workdir, name)
+  restore_target = {"params": _abstract_with_shardings(abstract_params, shardings)}
   try:
     restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(item=target, partial_restore=True)))
+        state=ocp.args.PyTreeRestore(
+            item=restore_target, partial_restore=True,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(restore_target))))
   except (ValueError, KeyError, TypeError) as e:
-    raise UserError(f"init_from={workdir!r}: its parameters do not fit this model "
+    raise UserError(f"{name}={workdir!r}: its parameters do not fit this model "
                     f"({str(e).splitlines()[0][:200]}); use the same model config") from None
   finally:
     manager.close()

@@ -58,6 +58,17 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def rm_block() -> ml_collections.ConfigDict:
+  """The reward-model stage block, `config.rm`."""
+  return ml_collections.ConfigDict(dict(
+      num_responses=9,            # K: the most responses a record may have (error if more)
+      margin=0.0,                 # m in −log σ(r_better − r_worse − m)
+      normalize_gain=False,       # also scale rewards to std 1 on the reference set
+      reference_path="",          # reference responses (SFT format); default: see tasks/reward.py
+      reference_max=1024,         # reference responses scored for the normalisation; 0 = all
+  ))
+
+
 def mixture_source(path: str = "", tfds_name: str = "", weight: float = 1.0):
   """One entry of `config.data.mixture`."""
   return ml_collections.ConfigDict(dict(path=path, tfds_name=tfds_name, weight=weight))

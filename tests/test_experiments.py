@@ -1,6 +1,8 @@
 """Every experiment file: loads, has a run-book docstring, and its `:smoke` variant trains."""
 import glob
+import gzip
 import importlib.util
+import json
 import os
 
 import pytest
@@ -52,3 +54,29 @@ def test_smoke_variant_trains(path, tmp_path):
   train.run(config, workdir)
   evals = [r["eval/loss"] for r in metrics.read_metrics(workdir) if "eval/loss" in r]
   assert len(evals) >= 2 and evals[-1] < evals[0], evals
+
+
+def hh_like(path):
+  """Anthropic HH pairs (full transcripts): the chosen reply helps, the rejected one refuses."""
+  topics = ["bake bread", "fix a bike", "learn chess", "plant tomatoes", "write a poem"]
+  with gzip.open(path, "wt", encoding="utf-8") as f:
+    for i in range(200):
+      prompt = f"\n\nHuman: How do I {topics[i % 5]}? ({i})\n\nAssistant:"
+      f.write(json.dumps({"chosen": prompt + f" Sure, here is how to {topics[i % 5]}.",
+                          "rejected": prompt + " No."}) + "\n")
+  return str(path)
+
+
+@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if os.path.basename(p).startswith("rm_")],
+                         ids=os.path.basename)
+def test_reward_model_smoke_variant_trains(path, tmp_path):
+  config = load_experiment(path).get_config("smoke")
+  if not config.data.path:  # rm_hh: the HH file is an argument
+    config.data.path = hh_like(tmp_path / "hh.jsonl.gz")
+  workdir = str(tmp_path / "run")
+  train.run(config, workdir)
+  evals = [r for r in metrics.read_metrics(workdir) if "rm/accuracy" in r]
+  assert len(evals) >= 2 and evals[-1]["rm/loss"] < evals[0]["rm/loss"] - 0.05, evals
+  assert ("rm/label_ceiling" in evals[-1]) == config.data.path.startswith("world:")
+  for name in ("reward_normalization.json", "rm_reliability.png", "tokenizer.json"):
+    assert os.path.exists(os.path.join(workdir, name)), name

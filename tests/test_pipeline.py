@@ -199,6 +199,36 @@ def test_preference_batches_and_resume(tok):
                                       seed=0, shuffle=False))
 
 
+def test_long_preference_records_share_one_prompt_cut_and_keep_every_eos(tok):
+  """max_len 40, a 60-token prompt and responses of 3 to ~45 tokens: every row keeps the
+  same prompt tokens (the newest ones), and every row ends in EOS."""
+  prompt = [{"role": "user", "content": " ".join(_WORDS * 4)}]
+  responses = ["fish", "the dogs barked " * 4, "a cat sat on a mat " * 6]
+  record = {"prompt": prompt, "responses": responses, "ranking": [0, 2, 1]}
+  batch = next(pipeline.preference_iterator(store.InMemorySource([record] * 2), tok, max_len=40,
+                                            num_responses=4, batch_size=2, seed=0,
+                                            shuffle=False))
+  tokens_KxL, mask_KxL = batch["tokens"][0], batch["response_mask"][0]
+  prompt_ids, _ = tok.encode_chat(prompt, add_generation_prompt=True)
+  response_ids = [tok.encode(r) for r in responses]
+  assert len(prompt_ids) > 40 and len(response_ids[2]) > 20 and len(response_ids[0]) < 5
+  starts = [int(np.argmax(mask_KxL[k])) for k in range(3)]
+  assert starts == [20, 20, 20]  # the prompt keeps max_len // 2 tokens in every row
+  for k in range(3):
+    np.testing.assert_array_equal(tokens_KxL[k, :20], prompt_ids[-20:])
+    end = int(mask_KxL[k].nonzero()[0][-1])
+    assert tokens_KxL[k, end] == tok.eos_id, k
+    assert mask_KxL[k, starts[k]:end + 1].all() and not mask_KxL[k, end + 1:].any()
+    kept = tokens_KxL[k, 20:end].tolist()
+    assert kept == response_ids[k][:len(kept)]  # cut on the right only
+    np.testing.assert_array_equal(tokens_KxL[k, end + 1:], tok.pad_id)
+  assert end == 39 and len(kept) == 19  # the long response fills its row and keeps the EOS
+  assert int(mask_KxL[0].sum()) == len(response_ids[0]) + 1
+  np.testing.assert_array_equal(batch["ranking"][0], [0, 2, 1, -1])
+  np.testing.assert_array_equal(tokens_KxL[3], tok.pad_id)
+  assert batch["index"].tolist() == [0, 1]
+
+
 def test_prompt_batches_are_left_padded_and_resume(tok):
   records = [{"messages": [{"role": "user", "content": "the cat " * (i + 1)}]} for i in range(6)]
   source = store.InMemorySource(records)

@@ -245,36 +245,65 @@ def sft_iterator(source, tokenizer, *, max_len: int, batch_size: int, seed: int,
                            split=split or ("train" if repeat else "validation"))
 
 
+def preference_rows(tokenizer, prompt: Sequence[dict], responses: Sequence[str], *,
+                    max_len: int, num_rows: int):
+  """(tokens int32[K, L], response_mask int32[K, L], truncated bool[K]) of one record.
+
+  Row k is prompt (chat template + generation prompt), response k and EOS, right-padded
+  with pad_id; rows past len(responses) are all padding. The prompt is cut once per
+  record, so every row sees the same prompt tokens: when the longest response (with
+  EOS) does not fit, the prompt keeps its newest max(L − longest, min(prompt, L // 2))
+  tokens. A response longer than the rest of the row loses its end but keeps the EOS
+  as its last token, where the reward model reads its score.
+  """
+  prompt_ids, _ = tokenizer.encode_chat(prompt, add_generation_prompt=True)
+  response_ids = tokenizer.encode_batch(list(responses))
+  longest = max(len(ids) for ids in response_ids) + 1
+  keep = len(prompt_ids)
+  if keep + longest > max_len:
+    keep = max(max_len - longest, min(keep, max_len // 2))
+  prompt_cut = keep < len(prompt_ids)
+  prompt_ids = prompt_ids[len(prompt_ids) - keep:]
+  budget = max_len - keep  # response tokens + EOS
+  tokens_KxL = np.full((num_rows, max_len), tokenizer.pad_id, dtype=np.int32)
+  response_mask_KxL = np.zeros((num_rows, max_len), dtype=np.int32)
+  truncated_K = np.zeros(num_rows, dtype=bool)
+  for k, ids in enumerate(response_ids):
+    truncated_K[k] = prompt_cut or len(ids) + 1 > budget
+    ids = ids[:budget - 1] + [tokenizer.eos_id]
+    tokens_KxL[k, :keep] = prompt_ids
+    tokens_KxL[k, keep:keep + len(ids)] = ids
+    response_mask_KxL[k, keep:keep + len(ids)] = 1
+  return tokens_KxL, response_mask_KxL, truncated_K
+
+
 def preference_iterator(source, tokenizer, *, max_len: int, num_responses: int,
                         batch_size: int, seed: int, shuffle: bool = True, repeat: bool = True,
                         shard_index: int = 0, shard_count: int = 1, state: dict | None = None,
                         split: str = ""):
-  """{"tokens": int32[B, K, L], "response_mask": int32[B, K, L], "ranking": int32[B, K]}.
+  """{"tokens": int32[B, K, L], "response_mask": int32[B, K, L], "ranking": int32[B, K],
+  "index": int32[B]}.
 
-  Row k holds prompt (chat template + generation prompt), response k and EOS,
-  right-padded; response_mask is 1 on the response and its EOS. ranking is
-  the record's (0 = best, ties equal) and -1 for rows of missing responses
-  (records with fewer than K responses). Rows longer than L are cut by `_fit`
-  (the prompt loses its oldest tokens first), so every response keeps tokens.
+  Rows come from `preference_rows`: one prompt truncation per record, every response
+  ending in EOS; response_mask is 1 on the response and its EOS. ranking is the
+  record's (0 = best, ties equal) and -1 for rows of missing responses (records with
+  fewer than K responses). index is the record's position in `source` (for its "meta").
+  Truncated rows are counted in a warning.
   """
-  truncations = _TruncationLog("preference responses", max_len)
+  truncations = _TruncationLog("preference records", max_len)
 
   def to_example(index: int, record: dict) -> dict:
     responses = record["responses"]
     if len(responses) > num_responses:
       raise UserError(f"a preference record (#{index}) has {len(responses)} responses but "
                       f"num_responses={num_responses}; raise num_responses in the config")
-    prompt_ids, _ = tokenizer.encode_chat(record["prompt"], add_generation_prompt=True)
-    tokens_KxL = np.full((num_responses, max_len), tokenizer.pad_id, dtype=np.int32)
-    response_mask_KxL = np.zeros((num_responses, max_len), dtype=np.int32)
+    tokens_KxL, response_mask_KxL, truncated_K = preference_rows(
+        tokenizer, record["prompt"], responses, max_len=max_len, num_rows=num_responses)
+    truncations.count(bool(truncated_K.any()))
     ranking_K = np.full(num_responses, -1, dtype=np.int32)
-    for k, response_ids in enumerate(tokenizer.encode_batch(responses)):
-      truncations.count(len(prompt_ids) + len(response_ids) + 1 > max_len)
-      ids, start = _fit(prompt_ids, response_ids + [tokenizer.eos_id], max_len)
-      tokens_KxL[k] = _pad_right(ids, max_len, tokenizer.pad_id)
-      response_mask_KxL[k, start:len(ids)] = 1
-      ranking_K[k] = record["ranking"][k]
-    return {"tokens": tokens_KxL, "response_mask": response_mask_KxL, "ranking": ranking_K}
+    ranking_K[:len(responses)] = record["ranking"]
+    return {"tokens": tokens_KxL, "response_mask": response_mask_KxL, "ranking": ranking_K,
+            "index": np.int32(index)}
 
   return _example_iterator(source, to_example, batch_size=batch_size, seed=seed,
                            shuffle=shuffle, repeat=repeat, shard_index=shard_index,

@@ -1,0 +1,55 @@
+"""Reward model on the built-in world's K-way rankings (stage 3).
+
+Starts from the SFT model of `sft_world.py` plus a fresh scalar head and learns the
+labelers' rankings of K = 4 responses per prompt (K is read from the data): all C(K, 2)
+pairs of a prompt share one batch element, each response goes through the network once.
+At each evaluation it logs, on the world's held-out test rankings, rm/accuracy with its
+95% interval, rm/label_ceiling (how often the gold judge agrees with the labels: the
+practical ceiling), rm/gold_agreement, rm/loss, rm/margin, accuracy by family and rank
+gap, and rm/ece with WORKDIR/rm_reliability.png. At the last step the rewards of the
+world's SFT demonstrations set the normalisation (mean 0), saved next to the checkpoints.
+
+Run (after SFT into runs/world_sft):
+  python -m rlhf_jax.main --config=experiments/rm_world.py --workdir=runs/world_rm
+The same comparisons fed as shuffled independent pairs (same steps and batch size):
+  python -m rlhf_jax.main --config=experiments/rm_world.py:pairs --workdir=runs/world_rm_pairs
+Score files with it:
+  python -m rlhf_jax.score --workdir=runs/world_rm --data=FILE.jsonl --out=scores.jsonl
+
+Model: the SFT `nano` (6 layers, 384 wide) and its tokenizer; rows of 96 tokens (longer
+rows lose prompt tokens first, then the response's end; the EOS stays), batch 16 prompts
+(64 rows), 1 epoch over the 1,682 training rankings (105 steps), lr 1e-4.
+Hardware: 2 CPU cores, ≤ 10 minutes; expected rm/accuracy within 5 points of
+rm/label_ceiling (≈ 0.83 on the default world).
+Variant `:smoke` — no init_from: a tiny model and its own BPE on the preference texts,
+30 steps; seconds on a CPU.
+Consumes an SFT workdir (init_from); feeds PPO (reward and critic) and best-of-N.
+"""
+from rlhf_jax import configs
+
+
+def get_config(arg=None):
+  arg = configs.variant(arg, ["smoke", "pairs"])
+  c = configs.base_config()
+  c.task = "reward"
+  c.init_from = "runs/world_sft"
+  c.data.path = "world:small:0/rankings"
+  c.data.seq_len = 96
+  c.model.preset = "nano"
+  c.batch_size = 16
+  c.epochs = 1.0
+  c.optim.lr = 1e-4
+  c.optim.warmup_steps = 10
+  c.optim.weight_decay = 0.0
+  c.log_every = 5
+  c.eval_every = 1000       # evaluations fall on epoch boundaries (and the last step)
+  c.eval_steps = 1000       # all held-out records
+  c.ckpt_every = 50
+  c.rm = configs.rm_block()
+  if arg == "pairs":        # one epoch of the rankings in steps, fed as independent pairs
+    c.data.path = "world:small:0/pairs"
+    c.epochs = 0.0
+    c.total_steps = 105
+  if arg == "smoke":
+    configs.smoke(c, init_from="", epochs=0.0, eval_steps=4, **{"rm.reference_max": 64})
+  return c

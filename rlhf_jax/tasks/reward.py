@@ -1,0 +1,297 @@
+"""Stage 3, the reward model (RM): an SFT backbone plus a scalar head, trained on rankings.
+
+Batch (`pipeline.preference_iterator`): tokens and response_mask int32[B, K, L], ranking
+int32[B, K] (0 = best, ties equal, -1 = missing). The B·K rows go through the backbone
+once, as one [B·K, L] batch; each response's reward is the head's value at its EOS.
+Loss: `losses.ranking_loss` (InstructGPT eq. 1) over all C(K, 2) pairs of a prompt.
+
+Evaluation on held-out records (the world's test split, else validation), under rm/:
+accuracy (pairwise, 95% interval over prompts), loss, margin, accuracy by family and
+by rank gap, ece with a reliability diagram (WORKDIR/rm_reliability.png); on gold-judged
+world data also label_ceiling and gold_agreement (`reward_metrics`).
+At the last step the rewards of reference responses fix the normalisation
+(`reward_normalization.json`, read by `load_reward_model`).
+
+Dimensions: B batch, K responses per prompt, L row length, N records.
+"""
+import functools
+import json
+import os
+
+import flax
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+import numpy as np
+
+from rlhf_jax import checkpoint, losses, sharding, tokenizer as tokenizer_lib
+from rlhf_jax.data import formats, pipeline, readers, store
+from rlhf_jax.errors import UserError
+from rlhf_jax.models import gpt, heads
+from rlhf_jax.tasks import base, lm, reward_metrics
+from rlhf_jax.tasks.base import Task
+
+NORMALIZATION_FILE = "reward_normalization.json"
+
+
+def response_scores(model, params, tokens_BxKxL, response_mask_BxKxL, rng=None,
+                    deterministic=True):
+  """Raw rewards [B, K]: one backbone pass over the B·K rows, read at each row's EOS."""
+  b, k, l = tokens_BxKxL.shape
+  rngs = {} if deterministic else {"dropout": rng}
+  values_RxL = model.apply({"params": params}, tokens_BxKxL.reshape(b * k, l),
+                           deterministic=deterministic, rngs=rngs)
+  return heads.last_token_values(values_RxL, response_mask_BxKxL.reshape(b * k, l)).reshape(b, k)
+
+
+def texts(source, max_chars: int = 20_000_000):
+  """Prompt and response texts of preference records, for a BPE when no init_from gives one."""
+  for index in range(len(source)):
+    record = source[index]
+    for text in [m["content"] for m in record["prompt"]] + record["responses"]:
+      max_chars -= len(text)
+      yield text
+    if max_chars <= 0:
+      return
+
+
+def _data_files(config) -> list[str]:
+  spec, valid = config.data.path, config.data.valid_path
+  if spec.startswith("world:"):
+    size_seed, kind = spec[len("world:"):].split("/")
+    size, seed = size_seed.split(":")
+    world_dir = store.ensure_world(size, int(seed), config.data.cache_dir)
+    return [os.path.join(world_dir, kind, f"{s}.jsonl") for s in ("train", "valid", "test")]
+  return readers.expand_paths(spec) + (readers.expand_paths(valid) if valid else [])
+
+
+def num_responses(config, splits) -> int:
+  """K: the most responses of any record; more than config.rm.num_responses is an error."""
+  k = max(len(split[i]["responses"]) for split in splits.values() for i in range(len(split)))
+  cap = config.rm.num_responses
+  if k <= cap:
+    return k
+  for path in _data_files(config):  # name the first offending record's file:line
+    for lineno, line in readers.iter_lines(path):
+      if line.strip() and k == len(formats.normalize_preferences(json.loads(line))["responses"]):
+        raise UserError(f"{path}:{lineno}: a ranking of {k} responses, but rm.num_responses="
+                        f"{cap}; raise --config.rm.num_responses to {k} or drop the record")
+  raise UserError(f"a preference record has {k} responses, but rm.num_responses={cap}; "
+                  f"raise --config.rm.num_responses to {k}")
+
+
+def warm_start_fn(init_from: str):
+  """state → state with init_from's params: all of an RM workdir's, or an SFT/pretrain
+  workdir's GPT params as the backbone (the head keeps its fresh init)."""
+  def warm_start(state):
+    abstract = jax.eval_shape(lambda: state.params)
+    shardings = jax.tree.map(lambda x: x.sharding, state.params)
+    if any(name.startswith("backbone/") for name in checkpoint.saved_params_shapes(init_from)):
+      return state.replace(params=checkpoint.restore_params(init_from, abstract, shardings))
+    backbone = checkpoint.restore_params(init_from, abstract["backbone"], shardings["backbone"])
+    return state.replace(params={**state.params, "backbone": backbone})
+  return warm_start
+
+
+def score_batches(score_fn, params, batches):
+  """(scores [N, K], ranking [N, K], index [N]) of fixed device batches, on the host."""
+  out = {"scores": [], "ranking": [], "index": []}
+  for batch in batches:
+    scores = score_fn(params, batch["tokens"], batch["response_mask"])
+    for key, value in (("scores", scores), ("ranking", batch["ranking"]),
+                       ("index", batch["index"])):
+      out[key].append(np.asarray(multihost_utils.process_allgather(value, tiled=True)))
+  if not out["scores"]:
+    raise UserError("no held-out preference batch to evaluate; add data or lower batch_size")
+  return tuple(np.concatenate(out[key]) for key in ("scores", "ranking", "index"))
+
+
+def make_task(config, workdir: str, mesh) -> Task:
+  splits = store.local_dataset(config.data.path, "preferences", valid_spec=config.data.valid_path,
+                               valid_fraction=config.data.valid_fraction,
+                               skip_malformed=config.data.skip_malformed,
+                               cache=config.data.cache_dir)
+  k = num_responses(config, splits)
+  eval_split = "test" if "test" in splits else "validation"
+  tok = tokenizer_lib.for_stage(config.tokenizer, workdir, config.init_from,
+                                lambda: texts(splits["train"]))
+  seq_len = config.data.seq_len
+  model_cfg, _ = lm.build_model(config, tok.vocab_size, seq_len)
+  model = heads.RewardModel(model_cfg)
+  local_batch = lm.check_batch(config, mesh)
+  steps_per_epoch = max(1, len(splits["train"]) // config.batch_size)
+  total_steps = base.total_steps(config, steps_per_epoch)
+  tx, lr_schedule = lm.optimizer(config, total_steps)
+  iterator = functools.partial(pipeline.preference_iterator, tokenizer=tok, max_len=seq_len,
+                               num_responses=k, batch_size=local_batch, seed=config.seed,
+                               shard_index=jax.process_index(),
+                               shard_count=jax.process_count())
+
+  def loss_sum(params, batch, rng, deterministic=True):
+    scores_BxK = response_scores(model, params, batch["tokens"], batch["response_mask"], rng,
+                                 deterministic)
+    loss, count = losses.ranking_loss(scores_BxK, batch["ranking"], config.rm.margin)
+    accuracy, _ = losses.ranking_accuracy(scores_BxK, batch["ranking"])
+    return loss, (count, {"accuracy": accuracy})
+
+  init = lm.init_fn(model, tx, seq_len)
+  score_fn = jax.jit(functools.partial(response_scores, model))
+  eval_batches = lm.fixed_batches(
+      lambda: iterator(splits[eval_split], shuffle=False, repeat=False, split=eval_split),
+      config.eval_steps, mesh)
+  plot_path = os.path.join(workdir, "rm_reliability.png")
+
+  def evaluate(state, rng):
+    del rng
+    scores, ranking, index = score_batches(score_fn, state.params, eval_batches())
+    metas = [splits[eval_split][int(i)].get("meta", {}) for i in index]
+    results = reward_metrics.summarize(scores, ranking, metas, config.rm.margin,
+                                       plot_path if jax.process_index() == 0 else "")
+    step = int(jax.device_get(state.step))
+    if step == total_steps:
+      normalization = write_normalization(config, workdir, model, state.params, tok, mesh,
+                                          splits["train"], step)
+      results.update({"rm/norm_bias": normalization.bias, "rm/norm_gain": normalization.gain})
+    return results
+
+  flops_per_step, info = lm.model_info(init, model_cfg, tok.vocab_size, seq_len,
+                                       config.batch_size * k * seq_len)
+  info.update(train_records=len(splits["train"]), eval_records=len(splits[eval_split]),
+              eval_split=eval_split, responses_per_record=k, steps_per_epoch=steps_per_epoch,
+              total_steps=total_steps)
+  return Task(
+      init=init,
+      step=lm.gradient_step(functools.partial(loss_sum, deterministic=False), tx, lr_schedule,
+                            config.optim.grad_accum_steps),
+      evaluate=evaluate,
+      state_shardings=lm.logical_state_shardings(mesh, config),
+      train_data=lambda state: iterator(splits["train"], state=state),
+      warm_start=warm_start_fn(config.init_from),
+      flops_per_step=flops_per_step,
+      info=info,
+      total_steps=total_steps,
+      steps_per_epoch=steps_per_epoch,
+  )
+
+
+def device_scores(score_fn, params, tokens_NxKxL, response_mask_NxKxL, batch_size: int,
+                  mesh) -> np.ndarray:
+  """Scores [N, K] of host rows, `batch_size` records per call (the last batch padded)."""
+  n, out = len(tokens_NxKxL), []
+  for start in range(0, n, batch_size):
+    index = np.arange(start, start + batch_size)
+    index[index >= n] = 0
+    rows = slice(jax.process_index() * batch_size // jax.process_count(),
+                 (jax.process_index() + 1) * batch_size // jax.process_count())
+    batch = sharding.device_batch({"tokens": tokens_NxKxL[index][rows],
+                                   "response_mask": response_mask_NxKxL[index][rows]}, mesh)
+    scores = score_fn(params, batch["tokens"], batch["response_mask"])
+    out.append(np.asarray(multihost_utils.process_allgather(scores, tiled=True))[:n - start])
+  return np.concatenate(out).astype(np.float64)
+
+
+
+# ---------------------------------------------------------------------------- normalisation
+
+
+@flax.struct.dataclass
+class Normalization:
+  """normalised reward = gain · raw + bias; `step` is the checkpoint it belongs to."""
+  bias: float
+  gain: float
+  step: int = flax.struct.field(pytree_node=False, default=0)
+
+
+def normalised_scores(model, params, normalization: Normalization, tokens_BxKxL,
+                      response_mask_BxKxL):
+  """gain · r + bias, [B, K] (jittable): what `score`, best-of-N and PPO use."""
+  raw_BxK = response_scores(model, params, tokens_BxKxL, response_mask_BxKxL)
+  return normalization.gain * raw_BxK + normalization.bias
+
+
+def reference_examples(config, train_source) -> list[tuple[list[dict], str]]:
+  """(prompt messages, response) pairs whose rewards fix the normalisation.
+
+  rm.reference_path (SFT-format files or a world:…/sft spec), else the world's SFT
+  demonstrations for world data, else the best-ranked response of each training record.
+  At most rm.reference_max of them (0 = all).
+  """
+  path = config.rm.reference_path
+  if not path and config.data.path.startswith("world:"):
+    path = config.data.path.rsplit("/", 1)[0] + "/sft"
+  if path:
+    if path.startswith("world:"):
+      source = store.local_dataset(path, "sft", cache=config.data.cache_dir)["train"]
+      records = [source[i] for i in range(len(source))]
+    else:
+      records, _ = readers.read_records(path, "sft")
+    examples = [(r["messages"][:-1], r["messages"][-1]["content"]) for r in records]
+  else:
+    examples = []
+    for i in range(len(train_source)):
+      record = train_source[i]
+      best = int(np.argmin(record["ranking"]))
+      examples.append((record["prompt"], record["responses"][best]))
+  limit = config.rm.reference_max
+  return examples[:limit] if limit > 0 else examples
+
+
+def write_normalization(config, workdir: str, model, params, tok, mesh, train_source,
+                        step: int) -> Normalization:
+  """Scores the reference responses, sets bias (and gain) so that they have mean 0 (std 1),
+  and writes WORKDIR/reward_normalization.json atomically."""
+  examples = reference_examples(config, train_source)
+  rows = [pipeline.preference_rows(tok, prompt, [response], max_len=config.data.seq_len,
+                                   num_rows=1) for prompt, response in examples]
+  tokens_NxKxL = np.stack([r[0] for r in rows])
+  mask_NxKxL = np.stack([r[1] for r in rows])
+  score_fn = jax.jit(functools.partial(response_scores, model))
+  raw_N = device_scores(score_fn, params, tokens_NxKxL, mask_NxKxL, config.batch_size, mesh)[:, 0]
+  mean, std = float(raw_N.mean()), float(raw_N.std())
+  gain = 1.0 / max(std, 1e-6) if config.rm.normalize_gain else 1.0
+  normalization = Normalization(bias=-gain * mean, gain=gain, step=step)
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, NORMALIZATION_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      json.dump({"step": step, "bias": normalization.bias, "gain": gain, "raw_mean": mean,
+                 "raw_std": std, "num_references": len(raw_N),
+                 "reference": config.rm.reference_path or "default"}, f, indent=2)
+    os.replace(path + ".tmp", path)
+  return normalization
+
+
+def load_reward_model(workdir: str, mesh=None):
+  """(model, params, Normalization, tokenizer) of a reward-model workdir's newest checkpoint.
+
+  The normalisation must belong to that checkpoint; when it is missing or older (a run
+  stopped before its last step), it is computed now and written next to the checkpoints.
+  """
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(config_path):
+    raise UserError(f"{workdir} has no config.json; pass the workdir of a reward-model run")
+  with open(config_path, encoding="utf-8") as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  if config.task != "reward":
+    raise UserError(f"{workdir} holds a {config.task!r} run, not a reward model; pass the "
+                    f"workdir of a run of experiments/rm_*.py")
+  tok = tokenizer_lib.load(os.path.join(workdir, tokenizer_lib.TOKENIZER_FILE))
+  model = heads.RewardModel(gpt.config_from(config.model, tok.vocab_size))
+  mesh = mesh or sharding.make_mesh(config.mesh)
+  abstract = jax.eval_shape(model.init, jax.random.key(0),
+                            jax.ShapeDtypeStruct((1, config.data.seq_len), np.int32))["params"]
+  shardings = sharding.logical_shardings(abstract, mesh, sharding.rules(config.mesh))
+  params = checkpoint.restore_params(workdir, abstract, shardings, name="workdir")
+  step = checkpoint.saved_step(workdir)
+  path = os.path.join(workdir, NORMALIZATION_FILE)
+  saved = {}
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+  if saved.get("step") == step:
+    return model, params, Normalization(saved["bias"], saved["gain"], step), tok
+  train = store.local_dataset(config.data.path, "preferences", valid_spec=config.data.valid_path,
+                              valid_fraction=config.data.valid_fraction,
+                              skip_malformed=config.data.skip_malformed,
+                              cache=config.data.cache_dir)["train"]
+  return model, params, write_normalization(config, workdir, model, params, tok, mesh, train,
+                                            step), tok
