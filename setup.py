@@ -18,6 +18,7 @@ setup(
         "ml-collections>=1.0",
         "tokenizers>=0.20",
         "numpy",
+        "scipy",                # bootstrap intervals (evaluation)
         "tqdm",
         "tensorboardX",
         "matplotlib",

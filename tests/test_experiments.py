@@ -80,3 +80,31 @@ def test_reward_model_smoke_variant_trains(path, tmp_path):
   assert ("rm/label_ceiling" in evals[-1]) == config.data.path.startswith("world:")
   for name in ("reward_normalization.json", "rm_reliability.png", "tokenizer.json"):
     assert os.path.exists(os.path.join(workdir, name)), name
+
+
+def alpaca_like(path):
+  """Alpaca records and one seed task with instances."""
+  with open(path, "w", encoding="utf-8") as f:
+    for i in range(200):
+      f.write(json.dumps({"instruction": f"Double the number {i}.", "input": "",
+                          "output": f"Twice {i} is {2 * i}."}) + "\n")
+    f.write(json.dumps({"instruction": "Name the color.", "instances": [
+        {"input": "grass", "output": "green"}, {"input": "sky", "output": "blue"}]}) + "\n")
+  return str(path)
+
+
+@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if os.path.basename(p).startswith("sft_")],
+                         ids=os.path.basename)
+def test_sft_smoke_variant_trains(path, tmp_path):
+  config = load_experiment(path).get_config("smoke")
+  name = os.path.basename(path)
+  if name == "sft_hh.py":  # the HH and Alpaca files are arguments
+    config.data.path = hh_like(tmp_path / "hh.jsonl.gz")
+  elif name == "sft_alpaca.py":
+    config.data.path = alpaca_like(tmp_path / "alpaca.jsonl")
+  workdir = str(tmp_path / "run")
+  train.run(config, workdir)
+  rows = metrics.read_metrics(workdir)
+  evals = [r["eval/loss"] for r in rows if "eval/loss" in r]
+  assert len(evals) >= 2 and evals[-1] < evals[0] - 0.5, evals
+  assert any("gold/score" in r for r in rows) == config.data.path.startswith("world:")
