@@ -11,7 +11,8 @@ world's SFT demonstrations set the normalisation (mean 0), saved next to the che
 
 Run (after SFT into runs/world_sft):
   python -m rlhf_jax.main --config=experiments/rm_world.py --workdir=runs/world_rm
-The same comparisons fed as shuffled independent pairs (same steps and batch size):
+The same 10,089 comparisons in the same 105 steps, fed as shuffled independent pairs
+(96 pairs = 192 rows per step, where K-way batching needs 64 rows for its 16 × 6 pairs):
   python -m rlhf_jax.main --config=experiments/rm_world.py:pairs --workdir=runs/world_rm_pairs
 Score files with it:
   python -m rlhf_jax.score --workdir=runs/world_rm --data=FILE.jsonl --out=scores.jsonl
@@ -21,6 +22,7 @@ rows lose prompt tokens first, then the response's end; the EOS stays), batch 16
 (64 rows), 1 epoch over the 1,682 training rankings (105 steps), lr 1e-4.
 Hardware: 2 CPU cores, ≤ 10 minutes; expected rm/accuracy within 5 points of
 rm/label_ceiling (≈ 0.83 on the default world).
+Variant `:pairs` — the comparison above.
 Variant `:smoke` — no init_from: a tiny model and its own BPE on the preference texts,
 30 steps; seconds on a CPU.
 Consumes an SFT workdir (init_from); feeds PPO (reward and critic) and best-of-N.
@@ -46,10 +48,9 @@ def get_config(arg=None):
   c.eval_steps = 1000       # all held-out records
   c.ckpt_every = 50
   c.rm = configs.rm_block()
-  if arg == "pairs":        # one epoch of the rankings in steps, fed as independent pairs
+  if arg == "pairs":        # one epoch of the rankings' pairs in 105 steps
     c.data.path = "world:small:0/pairs"
-    c.epochs = 0.0
-    c.total_steps = 105
+    c.batch_size = 96
   if arg == "smoke":
     configs.smoke(c, init_from="", epochs=0.0, eval_steps=4, **{"rm.reference_max": 64})
   return c

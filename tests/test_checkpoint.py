@@ -1,5 +1,6 @@
 """Warm starts (`checkpoint.restore_params`): exact trees, fresh parts kept, clear errors,
 nothing written into the source workdir."""
+import functools
 import os
 
 import jax
@@ -18,10 +19,14 @@ CFG = gpt.GPTConfig(vocab_size=40, num_layers=1, num_heads=2, embed_dim=16, max_
 TOKENS = jnp.zeros((1, 8), jnp.int32)
 
 
-def fresh_state(model, seed):
-  init = jax.jit(lambda rng: TrainState.create(model.init(rng, TOKENS)["params"],
+@functools.lru_cache
+def _jitted_init(model):  # one compilation per model (they dominate these tests' time)
+  return jax.jit(lambda rng: TrainState.create(model.init(rng, TOKENS)["params"],
                                                optax.adam(1e-3)))
-  return init(jax.random.key(seed))
+
+
+def fresh_state(model, seed):
+  return _jitted_init(model)(jax.random.key(seed))
 
 
 def save(workdir, state):
@@ -79,7 +84,7 @@ def test_a_different_model_is_an_error_listing_its_leaves(tmp_path):
 
 def test_a_workdir_without_checkpoints_is_an_error_and_stays_untouched(tmp_path):
   missing = tmp_path / "typo"
-  state = fresh_state(gpt.GPT(CFG), seed=0)
+  state = fresh_state(gpt.GPT(CFG), seed=1)
   abstract = jax.eval_shape(lambda: state.params)
   shardings = jax.tree.map(lambda x: x.sharding, state.params)
   with pytest.raises(UserError, match="holds no checkpoint.*--config.init_from"):
