@@ -63,17 +63,19 @@ def init_fn(model, tx, seq_len: int):
   return init
 
 
-def gradient_step(loss_sum_fn, tx, lr_schedule, num_micro: int):
+def gradient_step(loss_sum_fn, tx, lr_schedule, num_micro: int,
+                  count_name: str = "train/tokens"):
   """step(state, batch, rng) for `loss_sum_fn(params, batch, rng) -> (sum, (count, aux))`.
 
-  Metrics: train/loss (sum / count), train/grad_norm, train/lr, train/tokens (the
-  count), and train/<name> = aux[name] / count for each auxiliary sum.
+  Metrics: train/loss (sum / count), train/grad_norm, train/lr, `count_name` (what the
+  loss averages over: target tokens, or e.g. prompts for a ranking loss; the loop turns
+  train/tokens into train/tokens_per_sec), and train/<name> = aux[name] / count.
   """
   def step(state, batch, rng):
     grads, loss, count, aux = accumulate_gradients(loss_sum_fn, state.params, batch, rng,
                                                    num_micro)
     metrics = {"train/loss": loss, "train/grad_norm": optax.tree.norm(grads),
-               "train/lr": lr_schedule(state.step), "train/tokens": count}
+               "train/lr": lr_schedule(state.step), count_name: count}
     metrics.update({f"train/{name}": value / count for name, value in aux.items()})
     return state.apply_gradients(grads, tx), metrics
   return step

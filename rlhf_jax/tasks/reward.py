@@ -162,7 +162,7 @@ def make_task(config, workdir: str, mesh) -> Task:
   return Task(
       init=init,
       step=lm.gradient_step(functools.partial(loss_sum, deterministic=False), tx, lr_schedule,
-                            config.optim.grad_accum_steps),
+                            config.optim.grad_accum_steps, count_name="train/prompts"),
       evaluate=evaluate,
       state_shardings=lm.logical_state_shardings(mesh, config),
       train_data=lambda state: iterator(splits["train"], state=state),
