@@ -9,7 +9,7 @@ Run (offline, the seed tasks beside this repository):
 Add --config.init_from=DIR to start from a pretrained workdir (its tokenizer comes along).
 
 Model: `nano` trained from scratch with a 2k BPE on the instructions, rows of 256 tokens,
-batch 16, 10 epochs.
+batch 16, 5 epochs.
 Hardware: 2 CPU cores (see the README's experiment table for the measured time and loss).
 Variant `:smoke` — tiny model, 30 steps; seconds on a CPU (still needs data.path).
 Consumes an Alpaca-format file (and optionally a pretraining workdir).
@@ -25,7 +25,7 @@ def get_config(arg=None):
   c.model.preset = "nano"
   c.tokenizer.vocab_size = 2048
   c.batch_size = 16
-  c.epochs = 10.0
+  c.epochs = 5.0
   c.optim.lr = 1e-3
   c.optim.warmup_steps = 10
   c.eval_every = 1000       # evaluations fall on epoch boundaries (and the last step)
