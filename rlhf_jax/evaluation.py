@@ -21,7 +21,6 @@ import os
 from typing import Sequence
 
 import jax
-from jax.experimental import multihost_utils
 import numpy as np
 import scipy.stats
 
@@ -135,23 +134,12 @@ def generate_ids(model, params, tokens_NxP, mask_NxP, rng, *, mesh, batch_size: 
     raise UserError(f"prompts of {tokens_NxP.shape[1]} tokens + max_new_tokens="
                     f"{max_new_tokens} exceed the model's context of {model.cfg.max_len}; "
                     f"lower max_new_tokens or the prompt length")
-  sharding.check_batch_size(batch_size, mesh, "generation batch size")
   sample_fn = _jitted_sampler(model, max_new_tokens, eos_id, pad_id, float(temperature),
                               int(top_k), float(top_p))
-  n, outputs = len(tokens_NxP), []
-  for start in range(0, n, batch_size):
-    index = np.arange(start, start + batch_size)
-    index[index >= n] = 0
-    rows = slice(jax.process_index() * batch_size // jax.process_count(),
-                 (jax.process_index() + 1) * batch_size // jax.process_count())
-    prompt = sharding.device_batch({"tokens": tokens_NxP[index][rows],
-                                    "mask": mask_NxP[index][rows]}, mesh)
-    samples = sample_fn(params, prompt["tokens"], prompt["mask"],
-                        jax.random.fold_in(rng, start))
-    ids = np.asarray(multihost_utils.process_allgather(
-        samples.tokens_BxN, tiled=True))
-    outputs.append(ids[:min(batch_size, n - start)])
-  return np.concatenate(outputs)
+  return sharding.map_batches(
+      lambda b, start: sample_fn(params, b["tokens"], b["mask"],
+                                 jax.random.fold_in(rng, start)).tokens_BxN,
+      {"tokens": tokens_NxP, "mask": mask_NxP}, batch_size, mesh)
 
 
 def interval(values, n_resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:

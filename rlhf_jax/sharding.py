@@ -7,10 +7,12 @@ tensor parallel are therefore config changes: `mesh.data`, `mesh.fsdp`,
 """
 import logging
 import math
+from typing import Callable
 
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from rlhf_jax.errors import UserError
@@ -91,3 +93,24 @@ def device_batch(host_batch, mesh: Mesh):
   """Per-process NumPy batch (leading axis = this process's rows) → global sharded arrays."""
   sharding = batch_sharding(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), host_batch)
+
+
+def map_batches(fn: Callable, rows: dict, batch_size: int, mesh: Mesh) -> np.ndarray:
+  """`fn(device_batch, first_row)` over host rows [N, ...], `batch_size` rows per call →
+  NumPy [N, ...].
+
+  The last batch is filled up with copies of row 0 (outputs dropped), so every call has
+  one static shape; each process feeds its slice of a batch and gets all outputs back.
+  """
+  check_batch_size(batch_size, mesh, "batch size")
+  n = len(next(iter(rows.values())))
+  share = slice(jax.process_index() * batch_size // jax.process_count(),
+                (jax.process_index() + 1) * batch_size // jax.process_count())
+  outputs = []
+  for start in range(0, n, batch_size):
+    index = np.arange(start, start + batch_size)
+    index[index >= n] = 0
+    batch = device_batch({k: v[index][share] for k, v in rows.items()}, mesh)
+    out = multihost_utils.process_allgather(fn(batch, start), tiled=True)
+    outputs.append(np.asarray(out)[:min(batch_size, n - start)])
+  return np.concatenate(outputs)

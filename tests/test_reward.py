@@ -2,10 +2,6 @@
 resume after SIGKILL, and file:line errors for bad rankings."""
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import flax.linen as nn
 import jax
@@ -18,7 +14,8 @@ from rlhf_jax.errors import UserError
 from rlhf_jax.models import gpt
 from rlhf_jax.tasks import reward
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from test_train import assert_sigkill_resume_matches
+
 _FILLER = "the cat sat on a mat and ate fish".split()
 
 
@@ -131,27 +128,9 @@ def test_normalised_reference_rewards_have_mean_zero(trained_rm, rm_data):
 
 
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(trained_rm, rm_data, tmp_path):
-  workdir = str(tmp_path / "killed")
-  config_file = os.path.join(tmp_path, "config.py")
-  with open(config_file, "w") as f:
-    f.write("import sys\nsys.path.insert(0, %r)\nfrom test_reward import rm_config\n"
-            "def get_config():\n  return rm_config(%r, %r)\n" % (
-                os.path.dirname(__file__), *rm_data))
-  command = [sys.executable, "-m", "rlhf_jax.main", f"--config={config_file}",
-             f"--workdir={workdir}"]
-  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-  deadline = time.time() + 240
-  while not os.path.isdir(os.path.join(workdir, "checkpoints", "4")):
-    assert process.poll() is None, process.stderr.read().decode()[-2000:]
-    assert time.time() < deadline
-    time.sleep(0.05)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  assert max(rows(workdir, "train/loss")) < 12
-  subprocess.run(command, cwd=REPO, check=True, capture_output=True)
-  for key in ("train/loss", "train/accuracy", "rm/accuracy", "rm/loss", "rm/norm_bias"):
-    assert rows(workdir, key) == rows(trained_rm, key), key
+  assert_sigkill_resume_matches(
+      "from test_reward import rm_config as make", rm_data, trained_rm, tmp_path,
+      keys=("train/loss", "train/accuracy", "rm/accuracy", "rm/loss", "rm/norm_bias"))
 
 
 def test_more_responses_than_num_responses_is_an_error_naming_file_and_line(rm_data, tmp_path):

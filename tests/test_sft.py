@@ -8,35 +8,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlhf_jax import configs, losses, metrics, train
+from rlhf_jax import losses, metrics, train
 from rlhf_jax.data import pipeline, store
 from rlhf_jax.models import gpt
 from rlhf_jax.tasks import lm, sft
 from rlhf_jax import tokenizer as tokenizer_lib
 
 from test_cli import assert_one_line_error, run_main
-from test_train import assert_sigkill_resume_matches
+from test_train import assert_sigkill_resume_matches, tiny_config
 
 
 def tiny_sft_config(sft_path, **overrides):
-  c = configs.base_config()
-  c.task = "sft"
-  c.data.path = sft_path
-  c.data.seq_len = 48
-  c.model.preset = "tiny"
-  c.model.num_layers = 1
-  c.model.embed_dim = 32
-  c.tokenizer.vocab_size = 300
-  c.batch_size = 16
-  c.total_steps = 12
-  c.optim.lr = 3e-3
-  c.optim.warmup_steps = 2
-  c.log_every = 1
-  c.eval_every = 6
-  c.eval_steps = 2
-  c.ckpt_every = 4
-  c.gold_eval.num_prompts = -1
-  return configs.override(c, **overrides)
+  return tiny_config(sft_path, **{"task": "sft", "data.seq_len": 48,
+                                  "gold_eval.num_prompts": -1, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +89,7 @@ def test_sft_resume_after_sigkill_reproduces_the_uninterrupted_run(sft_path, tmp
   reference = str(tmp_path / "reference")
   train.run(tiny_sft_config(sft_path), reference)
   assert_sigkill_resume_matches(
-      "from test_sft import tiny_sft_config as make", sft_path, reference, tmp_path)
+      "from test_sft import tiny_sft_config as make", [sft_path], reference, tmp_path)
 
 
 @pytest.mark.parametrize("record,problem", [

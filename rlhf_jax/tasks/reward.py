@@ -177,17 +177,10 @@ def make_task(config, workdir: str, mesh) -> Task:
 def device_scores(score_fn, params, tokens_NxKxL, response_mask_NxKxL, batch_size: int,
                   mesh) -> np.ndarray:
   """Scores [N, K] of host rows, `batch_size` records per call (the last batch padded)."""
-  n, out = len(tokens_NxKxL), []
-  for start in range(0, n, batch_size):
-    index = np.arange(start, start + batch_size)
-    index[index >= n] = 0
-    rows = slice(jax.process_index() * batch_size // jax.process_count(),
-                 (jax.process_index() + 1) * batch_size // jax.process_count())
-    batch = sharding.device_batch({"tokens": tokens_NxKxL[index][rows],
-                                   "response_mask": response_mask_NxKxL[index][rows]}, mesh)
-    scores = score_fn(params, batch["tokens"], batch["response_mask"])
-    out.append(np.asarray(multihost_utils.process_allgather(scores, tiled=True))[:n - start])
-  return np.concatenate(out).astype(np.float64)
+  return sharding.map_batches(
+      lambda batch, _: score_fn(params, batch["tokens"], batch["response_mask"]),
+      {"tokens": tokens_NxKxL, "response_mask": response_mask_NxKxL}, batch_size,
+      mesh).astype(np.float64)
 
 
 
