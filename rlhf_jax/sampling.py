@@ -50,15 +50,24 @@ def filter_logits(logits_BxV, *, top_k: int = 0, top_p: float = 1.0):
   return logits_BxV
 
 
+def _argmax(x_BxV):
+  """First index of each row's maximum, as two plain reductions (XLA:CPU runs the
+  variadic reduce behind jnp.argmax several times slower)."""
+  v = x_BxV.shape[-1]
+  is_max_BxV = x_BxV == jnp.max(x_BxV, axis=-1, keepdims=True)
+  return jnp.minimum(jnp.min(jnp.where(is_max_BxV, jnp.arange(v), v), axis=-1), v - 1)
+
+
 def choose(logits_BxV, rng, *, temperature: float, top_k: int, top_p: float):
   """Next tokens [B] and their log_softmax(logits / T) [B]; T = 0 is greedy (argmax)."""
   log_probs_BxV = _tempered_log_probs(logits_BxV, temperature)
   if temperature == 0:
-    token_B = jnp.argmax(logits_BxV, axis=-1)
+    token_B = _argmax(logits_BxV)
   else:
     # Filtering the tempered log-probs equals filtering logits (same order, same softmax).
     allowed_BxV = filter_logits(log_probs_BxV, top_k=top_k, top_p=top_p)
-    token_B = jax.random.categorical(rng, allowed_BxV, axis=-1)
+    # Gumbel-max: argmax(log p + Gumbel noise) is a draw from p (jax.random.categorical).
+    token_B = _argmax(allowed_BxV + jax.random.gumbel(rng, allowed_BxV.shape))
   token_B = token_B.astype(jnp.int32)
   return token_B, jnp.take_along_axis(log_probs_BxV, token_B[:, None], axis=-1)[:, 0]
 

@@ -27,3 +27,19 @@ def test_pretrain_throughput_tiny(capsys):
   assert result["tokens_per_sec"] > 0 and 0 < result["mfu"] < 1
   assert math.isfinite(result["loss"])
   assert result["flops_per_token"] == 6 * (result["params"] - 128 * 64) + 12 * 2 * 64 * 32
+
+
+def test_decode_throughput_tiny(capsys):
+  """The decode benchmark's JAX side: greedy, exactly N tokens per row, one JSON line."""
+  spec = importlib.util.spec_from_file_location(
+      "decode_throughput", os.path.join(os.path.dirname(_SCRIPT), "decode_throughput.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  result = module.main(["--preset=tiny", "--vocab=256", "--batches=1,2", "--prompt_len=4",
+                        "--new_tokens=3", "--repeats=1", "--framework=jax", "--json"])
+  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert printed == result
+  assert [row["batch"] for row in result["rows"]] == [1, 2]
+  for row in result["rows"]:
+    assert len(row["jax_seconds"]) == 1 and row["jax_median"] > 0
+    assert "hf_t1_median" not in row and "ratio_to_best_hf" not in row

@@ -75,7 +75,7 @@ def config_from(model_cfg, vocab_size: int) -> GPTConfig:
 class KVCache(NamedTuple):
   """Per-layer keys and values for S slots, which slots hold real tokens, and where to go on.
 
-  keys/values: tuple of L arrays [B, S, H, K]; valid_BxS: bool; index: int32 scalar, the
+  keys/values: tuple of L arrays [B, H, S, K]; valid_BxS: bool; index: int32 scalar, the
   next slot to write (shared by the rows: prompts are left-padded); next_position_B:
   int32 [B], each row's position for its next real token (its count of real tokens so
   far), so positions skip pads without being passed by hand.
@@ -90,9 +90,10 @@ class KVCache(NamedTuple):
 def init_cache(cfg: GPTConfig, batch: int, slots: int) -> KVCache:
   if slots > cfg.max_len:  # positions past max_len have no embedding
     raise ValueError(f"a cache of {slots} slots exceeds the model's max_len={cfg.max_len}")
-  shape = (batch, slots, cfg.num_heads, cfg.head_dim)
-  zeros = tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.num_layers))
-  return KVCache(zeros, zeros, jnp.zeros((batch, slots), bool), jnp.zeros((), jnp.int32),
+  shape = (batch, cfg.num_heads, slots, cfg.head_dim)
+  def zeros():  # distinct buffers, so the cache can be donated
+    return tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.num_layers))
+  return KVCache(zeros(), zeros(), jnp.zeros((batch, slots), bool), jnp.zeros((), jnp.int32),
                  jnp.zeros((batch,), jnp.int32))
 
 
@@ -146,6 +147,27 @@ def _layer_norm(name):
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
 
 
+def _cached_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, mask_BxTxS, layer_cache):
+  """Writes the T new keys/values at slot `index` and attends over all S slots.
+
+  softmax(q·kᵀ/√K masked) · v with the cache kept as [B, H, S, K]: both products then
+  contract without transposing the cache (a [B, S, H, K] cache is copied whole every
+  decode step by XLA's layout assignment). Logits and softmax in fp32.
+  """
+  keys_BxHxSxK, values_BxHxSxK, index = layer_cache
+  keys_BxHxSxK = jax.lax.dynamic_update_slice_in_dim(
+      keys_BxHxSxK, jnp.swapaxes(k_BxTxHxK, 1, 2).astype(keys_BxHxSxK.dtype), index, axis=2)
+  values_BxHxSxK = jax.lax.dynamic_update_slice_in_dim(
+      values_BxHxSxK, jnp.swapaxes(v_BxTxHxK, 1, 2).astype(values_BxHxSxK.dtype), index, axis=2)
+  scale = q_BxTxHxK.shape[-1] ** -0.5
+  logits_BxHxTxS = jnp.einsum("bthk,bhsk->bhts", q_BxTxHxK * scale, keys_BxHxSxK,
+                              preferred_element_type=jnp.float32)
+  logits_BxHxTxS = jnp.where(mask_BxTxS[:, None], logits_BxHxTxS, NEG_INF)
+  probs_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1).astype(values_BxHxSxK.dtype)
+  out_BxTxHxK = jnp.einsum("bhts,bhsk->bthk", probs_BxHxTxS, values_BxHxSxK)
+  return out_BxTxHxK, (keys_BxHxSxK, values_BxHxSxK)
+
+
 class Attention(nn.Module):
   cfg: GPTConfig
 
@@ -158,15 +180,13 @@ class Attention(nn.Module):
                      dtype=cfg.dtype, name="qkv")
     q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = jnp.moveaxis(qkv(x_BxTxD), 2, 0)
     if layer_cache is not None:
-      keys_BxSxHxK, values_BxSxHxK, index = layer_cache
-      k_BxTxHxK = jax.lax.dynamic_update_slice_in_dim(keys_BxSxHxK, k_BxTxHxK, index, axis=1)
-      v_BxTxHxK = jax.lax.dynamic_update_slice_in_dim(values_BxSxHxK, v_BxTxHxK, index, axis=1)
-      layer_cache = (k_BxTxHxK, v_BxTxHxK)
-    if mask_BxTxS is None:
+      out, layer_cache = _cached_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, mask_BxTxS,
+                                           layer_cache)
+    elif mask_BxTxS is None:
       out = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True,
                                          implementation=cfg.attention)
     else:
-      # Explicit masks (padding, cache slots) take the portable XLA path.
+      # Explicit masks (padding) take the portable XLA path.
       out = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK,
                                          mask=mask_BxTxS[:, None], implementation="xla")
     out = nn.with_logical_constraint(out, ("batch", "length", "act_heads", "act_kv"))
