@@ -108,7 +108,8 @@ def ppo_block() -> ml_collections.ConfigDict:
   """The PPO stage block, `config.ppo` (see rlhf_jax/tasks/ppo.py for the math)."""
   return ml_collections.ConfigDict(dict(
       reward_from="",             # reward-model workdir (its tokenizer must be the policy's)
-      reward="model",             # "model" (the RM) or "token_count:<id>" (a test stand-in)
+      reward="model",             # "model" (the RM) or "token_count:<id>[,<id>...]" (a known
+                                  # reward for tests: +1 per response token among the ids)
       critic_from="reward",       # "reward": a copy of the RM; "policy": policy trunk + zero head
       max_prompt_len=64,          # P: prompts are left-padded (longer ones keep their end)
       response_len=32,            # N: the sampling budget per response

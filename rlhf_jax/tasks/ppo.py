@@ -86,6 +86,7 @@ class Rollout(NamedTuple):
   mask_BxN: jax.Array
   log_probs_BxN: jax.Array    # log π_old (the sampler's)
   values_BxN: jax.Array       # V_old
+  rewards_BxN: jax.Array      # −β·KL_t, plus the processed score at the last token
   advantages_BxN: jax.Array
   returns_BxN: jax.Array
 
@@ -128,18 +129,21 @@ def policy_outputs(model: gpt.GPT, params, tokens_BxT, valid_BxT, p: int, temper
   return picked_BxN, losses.entropy(logits_BxNxV, temperature)
 
 
-def token_count_scores(response_BxN, mask_BxN, token_id: int):
-  """Score = number of times `token_id` occurs in the response (the `token_count` reward)."""
-  return jnp.sum((response_BxN == token_id) & mask_BxN.astype(bool), axis=1).astype(jnp.float32)
+def token_count_scores(response_BxN, mask_BxN, token_ids: tuple[int, ...]):
+  """Score = number of response tokens that are one of `token_ids` (the `token_count` reward,
+  a known reward standing in for the RM in tests)."""
+  hits_BxN = jnp.isin(response_BxN, jnp.asarray(token_ids)) & mask_BxN.astype(bool)
+  return jnp.sum(hits_BxN, axis=1).astype(jnp.float32)
 
 
-def parse_reward(spec: str) -> int | None:
-  """None for "model", the token id for "token_count:<id>"."""
+def parse_reward(spec: str) -> tuple[int, ...] | None:
+  """None for "model"; the token ids of "token_count:<id>[,<id>...]"."""
   if spec == "model":
     return None
-  if spec.startswith("token_count:") and spec.split(":", 1)[1].isdigit():
-    return int(spec.split(":", 1)[1])
-  raise UserError(f"ppo.reward={spec!r}; use 'model' or 'token_count:<token id>'")
+  ids = spec.split(":", 1)[1].split(",") if spec.startswith("token_count:") else []
+  if not ids or not all(i.strip().isdigit() for i in ids):
+    raise UserError(f"ppo.reward={spec!r}; use 'model' or 'token_count:<token id>[,<id>...]'")
+  return tuple(int(i) for i in ids)
 
 
 # ---------------------------------------------------------------------------- the iteration
@@ -151,6 +155,7 @@ class Pieces(NamedTuple):
   score: Any       # (state, prompt, prompt_mask, response, mask) -> normalised score [B]
   reference: Any   # (state, prompt, prompt_mask, response, mask) -> log π_ref [B, N]
   rollout: Any     # (state, prompt, prompt_mask, samples) -> (Rollout, moments, metrics)
+  loss: Any        # ((policy, critic params), {"rollout": Rollout[, "ptx"]}, totals) -> (loss, aux)
   update: Any      # (state, rollout, ptx, rng) -> (state, metrics)
   step: Any        # (state, batch, rng) -> (state, metrics)
 
@@ -250,7 +255,8 @@ def make_pieces(models: Models, cfg, *, eos_id: int, pad_id: int, policy_tx, cri
         "ppo/eos_rate": jnp.mean(samples.eos_B.astype(jnp.float32)),
         "train/tokens": jnp.sum(real_BxN)}
     experience = Rollout(prompt_BxP, prompt_mask_BxP, response_BxN, mask_BxN,
-                         samples.log_probs_BxN, values_BxN, advantages_BxN, returns_BxN)
+                         samples.log_probs_BxN, values_BxN, rewards_BxN, advantages_BxN,
+                         returns_BxN)
     return experience, moments, metrics
 
   def minibatch_loss(params, micro, totals):
@@ -337,7 +343,7 @@ def make_pieces(models: Models, cfg, *, eos_id: int, pad_id: int, policy_tx, cri
     jax.debug.callback(_warn, metrics["ppo/kl"], metrics["ppo/ratio_max"], cfg.ratio_warn)
     return state.replace(step=state.step + 1, kl_coef=kl_coef, score_moments=moments), metrics
 
-  return Pieces(generate, score, reference, rollout, update, step)
+  return Pieces(generate, score, reference, rollout, minibatch_loss, update, step)
 
 
 # ---------------------------------------------------------------------------- state
