@@ -33,6 +33,6 @@ def controlled(prompts_path, **overrides):
   c.gold_eval.num_prompts = -1
   c.ppo = configs.ppo_block()
   c.ppo.update(reward="token_count:" + ",".join(str(i) for i in range(100, 130)),
-               critic_from="policy", max_prompt_len=16, response_len=8, kl_coef=0.1,
-               target_kl=1.0, kl_horizon=200.0, epochs=2, num_minibatches=2)
+               critic_from="policy", max_prompt_len=16, response_len=8, kl_coef=0.4,
+               target_kl=3.0, kl_horizon=160.0, epochs=2, num_minibatches=2)
   return configs.override(c, **overrides)
