@@ -102,3 +102,38 @@ def variant(arg, variants: dict) -> str:
   if arg and arg not in variants:
     raise ValueError(f"unknown variant {arg!r}; use one of {['', *variants]}")
   return arg or ""
+
+
+def ppo_block() -> ml_collections.ConfigDict:
+  """The PPO stage block, `config.ppo` (see rlhf_jax/tasks/ppo.py for the math)."""
+  return ml_collections.ConfigDict(dict(
+      reward_from="",             # reward-model workdir (its tokenizer must be the policy's)
+      reward="model",             # "model" (the RM) or "token_count:<id>[,<id>...]" (a known
+                                  # reward for tests: +1 per response token among the ids)
+      critic_from="reward",       # "reward": a copy of the RM; "policy": policy trunk + zero head
+      max_prompt_len=64,          # P: prompts are left-padded (longer ones keep their end)
+      response_len=32,            # N: the sampling budget per response
+      temperature=1.0,            # rollout sampling temperature (log-probs use the same)
+      kl_coef=0.05,               # β (initial value when adaptive)
+      target_kl=0.0,              # > 0: adaptive controller's target per-response KL; 0 = fixed β
+      kl_horizon=10000.0,         # adaptive controller's horizon, in episodes
+      kl_estimator="k1",          # per-token KL in the reward: k1 | k2 | k3
+      gamma=1.0, lam=0.95,        # GAE
+      epochs=4,                   # PPO passes over each rollout batch
+      num_minibatches=4,          # optimizer steps per pass (batch_size / minibatch rows)
+      cliprange=0.2,              # ε of the policy ratio
+      cliprange_value=0.2,        # ε of the value clipping
+      vf_coef=0.1,                # value-loss weight
+      entropy_coef=0.0,           # entropy bonus
+      whiten_advantages=True,
+      score_norm="none",          # none | running (running mean/std) | batch (whiten per batch)
+      score_clip=0.0,             # > 0: clip the processed score to ±score_clip
+      missing_eos_penalty=0.0,    # subtracted from the score of a response with no EOS
+      ptx_coef=0.0,               # γ of PPO-ptx (InstructGPT: 27.8); 0 = off
+      ptx_path="",                # pretraining corpus (files or world:…/corpus)
+      ptx_batch_size=8,           # corpus rows per iteration, split over the minibatches
+      ptx_seq_len=64,
+      ema_decay=0.0,              # > 0: EMA of policy weights (InstructGPT: 0.992); evaluated
+      critic_lr=0.0,              # 0 = optim.lr
+      tf_adam=False,              # TensorFlow's Adam (lm-human-preferences)
+      ratio_warn=10.0))           # warn when a ratio exceeds this (or KL < 0)

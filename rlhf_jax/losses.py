@@ -62,3 +62,50 @@ def ranking_accuracy(scores_BxK, ranking_BxK):
   num_pairs_B = jnp.sum(pairs_BxKxK, axis=(1, 2))
   accuracy_B = jnp.sum(right_BxKxK, axis=(1, 2)) / jnp.maximum(num_pairs_B, 1.0)
   return jnp.sum(accuracy_B), jnp.sum(num_pairs_B > 0).astype(jnp.float32)
+
+
+# ---------------------------------------------------------------------------- PPO
+# Dimensions: B responses, N response positions; masks are 1 on real response tokens.
+
+
+def ppo_policy_loss(log_probs_BxN, old_log_probs_BxN, advantages_BxN, mask_BxN,
+                    clip: float = 0.2):
+  """PPO's clipped surrogate (Schulman et al., 2017, eq. 7) as (sum, count, aux sums).
+
+  ρ = exp(log π(a) − log π_old(a)), loss_t = max(−A_t·ρ_t, −A_t·clip(ρ_t, 1 − ε, 1 + ε)).
+  aux: clipfrac (tokens where the clipped branch is taken, strictly larger),
+  approx_kl = Σ (ρ − 1) − log ρ (k3 of KL(π_old ‖ π)), ratio (Σ ρ), and ratio_max (max ρ).
+  """
+  mask = mask_BxN.astype(bool)
+  log_ratio_BxN = jnp.where(mask, log_probs_BxN - old_log_probs_BxN, 0.0)
+  ratio_BxN = jnp.exp(log_ratio_BxN)
+  unclipped_BxN = -advantages_BxN * ratio_BxN
+  clipped_BxN = -advantages_BxN * jnp.clip(ratio_BxN, 1.0 - clip, 1.0 + clip)
+  loss_BxN = jnp.maximum(unclipped_BxN, clipped_BxN)
+  aux = {"clipfrac": jnp.sum((clipped_BxN > unclipped_BxN) & mask).astype(jnp.float32),
+         "approx_kl": jnp.sum(jnp.where(mask, jnp.expm1(log_ratio_BxN) - log_ratio_BxN, 0.0)),
+         "ratio": jnp.sum(jnp.where(mask, ratio_BxN, 0.0)),
+         "ratio_max": jnp.max(jnp.where(mask, ratio_BxN, 0.0))}
+  return jnp.sum(jnp.where(mask, loss_BxN, 0.0)), jnp.sum(mask).astype(jnp.float32), aux
+
+
+def ppo_value_loss(values_BxN, old_values_BxN, returns_BxN, mask_BxN, clip: float = 0.2):
+  """Clipped value loss (as in OpenAI baselines / lm-human-preferences) as (sum, count, aux).
+
+  V_clip = V_old + clip(V − V_old, −ε, ε), loss_t = ½·max((V − R)², (V_clip − R)²).
+  aux: clipfrac (tokens where the clipped term is strictly larger).
+  """
+  mask = mask_BxN.astype(bool)
+  clipped_BxN = old_values_BxN + jnp.clip(values_BxN - old_values_BxN, -clip, clip)
+  unclipped_loss_BxN = jnp.square(values_BxN - returns_BxN)
+  clipped_loss_BxN = jnp.square(clipped_BxN - returns_BxN)
+  loss_BxN = 0.5 * jnp.maximum(unclipped_loss_BxN, clipped_loss_BxN)
+  aux = {"clipfrac": jnp.sum((clipped_loss_BxN > unclipped_loss_BxN) & mask).astype(
+      jnp.float32)}
+  return jnp.sum(jnp.where(mask, loss_BxN, 0.0)), jnp.sum(mask).astype(jnp.float32), aux
+
+
+def entropy(logits_BxNxV, temperature: float = 1.0):
+  """H = −Σ_v p_v log p_v of softmax(logits / temperature), [B, N], in fp32."""
+  log_p = jax.nn.log_softmax(logits_BxNxV.astype(jnp.float32) / temperature, axis=-1)
+  return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)

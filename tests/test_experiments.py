@@ -108,3 +108,22 @@ def test_sft_smoke_variant_trains(path, tmp_path):
   evals = [r["eval/loss"] for r in rows if "eval/loss" in r]
   assert len(evals) >= 2 and evals[-1] < evals[0] - 0.5, evals
   assert any("gold/score" in r for r in rows) == config.data.path.startswith("world:")
+
+
+@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if os.path.basename(p).startswith("ppo_")],
+                         ids=os.path.basename)
+def test_ppo_smoke_variant_trains(path, tmp_path):
+  import ppo_configs  # pylint: disable=g-import-not-at-top
+  config = load_experiment(path).get_config("smoke")
+  if not config.data.path:  # ppo_hh: the prompts file is an argument
+    config.data.path = ppo_configs.write_prompts(tmp_path / "prompts.jsonl")
+  workdir = str(tmp_path / "run")
+  train.run(config, workdir)
+  rows = metrics.read_metrics(workdir)
+  steps = [r for r in rows if "ppo/score" in r]
+  assert [r["step"] for r in steps] == list(range(1, config.total_steps + 1))
+  assert all(r["ppo/first_minibatch_ratio_error"] <= 1e-5 for r in steps), steps
+  evals = [r for r in rows if "eval/score" in r]
+  assert [r["step"] for r in evals] == [0, 3, 6]
+  assert ("gold/diff_vs_sft" in evals[-1]) == config.data.path.startswith("world:")
+  assert os.path.exists(os.path.join(workdir, "samples.jsonl"))

@@ -1,0 +1,245 @@
+"""The PPO task: padding invariance, RM scoring layout, the ratio-1 first minibatch, a
+controlled run that learns a known reward under the adaptive KL controller, exact resume
+after SIGKILL, and one-line errors for bad workdirs."""
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from rlhf_jax import configs, metrics, sampling, tokenizer as tokenizer_lib, train
+from rlhf_jax.models import gpt, heads
+from rlhf_jax.tasks import ppo, reward
+
+sys.path.insert(0, os.path.dirname(__file__))
+import ppo_configs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from test_cli import assert_one_line_error, run_main  # pylint: disable=g-import-not-at-top
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAD, EOS, VOCAB = 0, 1, 300
+
+
+# ---------------------------------------------------------------------------- pieces
+
+
+def tiny_pieces(**ppo_overrides):
+  cfg = configs.ppo_block()
+  cfg.update(epochs=1, num_minibatches=1, critic_from="reward", kl_coef=0.1, response_len=8,
+             **ppo_overrides)
+  model_cfg = gpt.GPTConfig(vocab_size=VOCAB, num_layers=1, num_heads=2, embed_dim=32,
+                            max_len=64)
+  models = ppo.Models(gpt.GPT(model_cfg), heads.RewardModel(model_cfg),
+                      heads.RewardModel(model_cfg))
+  tx = optax.adam(1e-3)
+  pieces = ppo.make_pieces(models, cfg, eos_id=EOS, pad_id=PAD, policy_tx=tx, critic_tx=tx,
+                           num_micro=1, policy_lr=optax.constant_schedule(1e-3))
+
+  @jax.jit
+  def init(rng):
+    state = ppo.init_fn(models, cfg, tx, tx, 32)(rng)
+    # A reference that differs from the policy, so KL terms are not all zero.
+    reference = models.policy.init(jax.random.fold_in(rng, 1), jnp.zeros((1, 8), jnp.int32))
+    return state.replace(reference_params=reference["params"], reward_gain=jnp.float32(1.7),
+                         reward_bias=jnp.float32(-0.3))
+  return models, pieces, init(jax.random.key(0))
+
+
+def layout(prompts, responses, p, n):
+  """Left-padded prompts [B, p], right-padded responses [B, n] and their masks."""
+  b = len(prompts)
+  prompt, prompt_mask = np.full((b, p), PAD, np.int32), np.zeros((b, p), np.int32)
+  response, mask = np.full((b, n), PAD, np.int32), np.zeros((b, n), np.int32)
+  for i, (q, r) in enumerate(zip(prompts, responses)):
+    prompt[i, p - len(q):], prompt_mask[i, p - len(q):] = q, 1
+    response[i, :len(r)], mask[i, :len(r)] = r, 1
+  return tuple(map(jnp.asarray, (prompt, prompt_mask, response, mask)))
+
+
+def example_rows(seed=0, b=8):
+  rng = np.random.default_rng(seed)
+  prompts = [list(rng.integers(2, VOCAB, rng.integers(2, 7))) for _ in range(b)]
+  responses = []
+  for i in range(b):
+    r = list(rng.integers(2, VOCAB, rng.integers(1, 6)))
+    responses.append(r + [EOS] if i % 3 else r)   # some run out of budget without EOS
+  return prompts, responses
+
+
+def rollout_and_loss(models, pieces, state, prompts, responses, p, n):
+  """The rollout, and the PPO loss (and its statistics) of the whole batch as one minibatch."""
+  prompt, prompt_mask, response, mask = layout(prompts, responses, p, n)
+  eos = jnp.asarray([r[-1] == EOS for r in responses])
+
+  @jax.jit
+  def rollout_and_loss(state, prompt, prompt_mask, response, mask, eos):
+    log_probs = sampling.response_log_probs(models.policy, state.policy.params, prompt,
+                                            prompt_mask, response, mask, temperature=1.0)
+    samples = sampling.Samples(response, log_probs, mask, mask.sum(1), eos)
+    experience, _, rollout_metrics = pieces.rollout(state, prompt, prompt_mask, samples)
+    totals = {"tokens": jnp.sum(experience.mask_BxN).astype(jnp.float32)}
+    loss, (sums, maxima) = pieces.loss((state.policy.params, state.critic.params),
+                                       {"rollout": experience}, totals)
+    return experience, {**rollout_metrics, **sums, **maxima, "loss": loss}
+
+  return rollout_and_loss(state, prompt, prompt_mask, response, mask, eos)
+
+
+def test_rewards_advantages_and_losses_do_not_depend_on_padding():
+  models, pieces, state = tiny_pieces(missing_eos_penalty=0.5, entropy_coef=0.01)
+  prompts, responses = example_rows()
+  a = rollout_and_loss(models, pieces, state, prompts, responses, p=6, n=6)
+  b = rollout_and_loss(models, pieces, state, prompts, responses, p=11, n=9)
+  for field in ("rewards_BxN", "values_BxN", "advantages_BxN", "returns_BxN", "log_probs_BxN"):
+    x, y = np.asarray(getattr(a[0], field)), np.asarray(getattr(b[0], field))
+    np.testing.assert_allclose(x, y[:, :6], atol=2e-5, err_msg=field)
+    assert np.all(y[:, 6:] == 0), field
+  assert np.all(np.asarray(a[0].rewards_BxN)[np.asarray(a[0].mask_BxN) == 1] != 0)
+  for name in ("ppo/score", "ppo/kl", "loss", "policy_loss", "value_loss", "entropy",
+               "approx_kl", "ratio_max", "ratio_error"):
+    np.testing.assert_allclose(a[1][name], b[1][name], rtol=2e-5, atol=1e-6, err_msg=name)
+  assert float(a[1]["ratio_error"]) <= 1e-5  # π_old from the same forward: ratio 1
+
+
+def test_rm_score_equals_the_right_padded_rm_row():
+  """The in-step score (left-padded prompt + response, positions skipping pads) equals the
+  RM's training layout: one right-padded row prompt + response, read at its last token."""
+  models, pieces, state = tiny_pieces()
+  prompts, responses = example_rows(seed=1)
+  prompt, prompt_mask, response, mask = layout(prompts, responses, 9, 7)
+  scores = np.asarray(jax.jit(pieces.score)(state, prompt, prompt_mask, response, mask))
+  length = max(len(q) + len(r) for q, r in zip(prompts, responses))
+  rows = np.full((len(prompts), 1, length), PAD, np.int32)
+  row_mask = np.zeros_like(rows)
+  for i, (q, r) in enumerate(zip(prompts, responses)):
+    rows[i, 0, :len(q) + len(r)], row_mask[i, 0, :len(q) + len(r)] = q + r, 1
+  raw = jax.jit(functools.partial(reward.response_scores, models.reward))(
+      state.reward_params, jnp.asarray(rows), jnp.asarray(row_mask))[:, 0]
+  np.testing.assert_allclose(scores, 1.7 * np.asarray(raw) - 0.3, atol=1e-5)
+  assert np.std(scores) > 1e-3  # rows really score differently
+
+
+def test_token_count_reward_hook():
+  assert ppo.parse_reward("model") is None and ppo.parse_reward("token_count:42") == (42,)
+  assert ppo.parse_reward("token_count:4,5") == (4, 5)
+  counts = ppo.token_count_scores(jnp.asarray([[5, 7, 4, 0], [5, 5, 5, 5]]),
+                                  jnp.asarray([[1, 1, 1, 0], [1, 1, 0, 0]]), (4, 5))
+  np.testing.assert_array_equal(counts, [2.0, 2.0])
+
+
+# ---------------------------------------------------------------------------- training runs
+
+
+@pytest.fixture(scope="module")
+def prompts_path(tmp_path_factory):
+  return ppo_configs.write_prompts(tmp_path_factory.mktemp("prompts") / "prompts.jsonl")
+
+
+@pytest.fixture(scope="module")
+def controlled_run(prompts_path, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("controlled"))
+  train.run(ppo_configs.controlled(prompts_path), workdir)
+  return workdir
+
+
+def training_rows(workdir):
+  return {r["step"]: r for r in metrics.read_metrics(workdir) if "ppo/score" in r}
+
+
+def test_ppo_raises_a_known_reward_with_kl_held_near_target(controlled_run):
+  config = ppo_configs.controlled("")
+  rows = training_rows(controlled_run)
+  steps = sorted(rows)
+  assert steps == list(range(1, config.total_steps + 1))
+  score = [rows[s]["ppo/score"] for s in steps]
+  kl = [rows[s]["ppo/kl"] for s in steps]
+  assert np.mean(score[-5:]) > np.mean(score[:5]) + 1.0, score
+  target = config.ppo.target_kl
+  assert target / 2 < np.mean(kl[-5:]) < 2 * target, kl
+  for s in steps:   # sampler and trainer log-probs agree on the first minibatch
+    assert rows[s]["ppo/first_minibatch_ratio_error"] <= 1e-5, (s, rows[s])
+  for s in steps[:-1]:  # β moved towards the target each iteration, by the controller's rule
+    error = np.clip(rows[s]["ppo/kl"] / target - 1, -0.2, 0.2)
+    expected = rows[s]["ppo/kl_coef"] * (1 + error * config.batch_size / config.ppo.kl_horizon)
+    np.testing.assert_allclose(rows[s + 1]["ppo/kl_coef"], expected, rtol=1e-5)
+
+
+def test_resume_after_sigkill_reproduces_the_uninterrupted_run(controlled_run, prompts_path,
+                                                               tmp_path):
+  workdir = str(tmp_path / "killed")
+  config_file = tmp_path / "killed_config.py"
+  config_file.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+                         f"import ppo_configs\n"
+                         f"def get_config():\n  return ppo_configs.controlled({prompts_path!r})\n")
+  command = [sys.executable, "-m", "rlhf_jax.main", f"--config={config_file}",
+             f"--workdir={workdir}"]
+  env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache")}
+  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, env=env)
+  deadline = time.time() + 300
+  while not os.path.isdir(os.path.join(workdir, "checkpoints", "8")):
+    assert process.poll() is None, process.stderr.read().decode()[-2000:]
+    assert time.time() < deadline
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  reference = training_rows(controlled_run)
+  assert max(training_rows(workdir)) < max(reference)
+  subprocess.run(command, cwd=REPO, check=True, capture_output=True, env=env)
+  resumed = training_rows(workdir)
+  assert sorted(resumed) == sorted(reference)
+  for step, row in resumed.items():
+    for name, value in row.items():
+      if name.startswith("ppo/"):
+        assert value == reference[step][name], (step, name)
+
+
+# ---------------------------------------------------------------------------- user errors
+
+SMOKE = "--config=experiments/ppo_world.py:smoke"
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory, prompts_path):
+  """An SFT-like workdir with a tokenizer, and RM workdirs with the same / another one."""
+  root = tmp_path_factory.mktemp("workdirs")
+  texts = [json.loads(line)["messages"][0]["content"] for line in open(prompts_path)]
+  for name, vocab in (("sft", 300), ("rm_other", 320)):
+    os.makedirs(root / name)
+    tokenizer_lib.train_bpe(texts, vocab).save(str(root / name / "tokenizer.json"))
+    (root / name / "config.json").write_text(json.dumps(
+        {"task": "sft" if name == "sft" else "reward", "model": configs.base_config().model.to_dict()}))
+  return root
+
+
+def test_missing_init_from_and_reward_from(tmp_path, prompts_path, workdirs):
+  data = f"--config.data.path={prompts_path}"
+  result = run_main(SMOKE, f"--workdir={tmp_path / 'a'}", data,
+                    f"--config.init_from={tmp_path / 'no_sft'}",
+                    f"--config.ppo.reward_from={workdirs / 'rm_other'}")
+  assert_one_line_error(result, "init_from", "no_sft", "does not exist")
+  result = run_main(SMOKE, f"--workdir={tmp_path / 'b'}", data,
+                    f"--config.init_from={workdirs / 'sft'}",
+                    f"--config.ppo.reward_from={tmp_path / 'no_rm'}")
+  assert_one_line_error(result, "ppo.reward_from", "no_rm", "does not exist")
+
+
+def test_reward_model_with_another_tokenizer(tmp_path, prompts_path, workdirs):
+  result = run_main(SMOKE, f"--workdir={tmp_path / 'w'}", f"--config.data.path={prompts_path}",
+                    f"--config.init_from={workdirs / 'sft'}",
+                    f"--config.ppo.reward_from={workdirs / 'rm_other'}")
+  assert_one_line_error(result, "different tokenizer", "rm_other")
+
+
+def test_prompt_batch_not_divisible_by_devices(tmp_path, prompts_path):
+  result = run_main(SMOKE, f"--workdir={tmp_path / 'w'}", f"--config.data.path={prompts_path}",
+                    "--config.batch_size=12")
+  assert_one_line_error(result, "batch_size=12", "8 data-parallel devices")
