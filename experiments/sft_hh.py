@@ -24,6 +24,9 @@ def get_config(arg=None):
   c = configs.base_config()
   c.task = "sft"
   c.data.seq_len = 256
+  # A few HH transcripts end with an empty assistant reply (the labeler preferred no
+  # answer): nothing to imitate, so they are skipped and counted in the log.
+  c.data.skip_malformed = True
   c.model.preset = "nano"
   c.tokenizer.vocab_size = 4096
   c.batch_size = 16
