@@ -13,7 +13,6 @@ labelled as such in the output.
   python benchmarks/pretrain_throughput.py --preset=tiny --batch=16 --seq_len=128 --json
 """
 import argparse
-import functools
 import json
 import sys
 import time
@@ -27,7 +26,7 @@ from jax.sharding import Mesh
 from rlhf_jax import configs, metrics, optim, sharding
 from rlhf_jax.models import gpt
 from rlhf_jax.tasks.base import TrainState, accumulate_gradients
-from rlhf_jax.tasks.pretrain import lm_loss_sum
+from rlhf_jax.tasks.lm import next_token_loss_sum
 
 
 def parse_args(argv):
@@ -99,9 +98,9 @@ def main(argv=None) -> dict:
     return TrainState.create(params, tx)
 
   def step(state, batch, rng):
-    loss_fn = functools.partial(lm_loss_sum, model, deterministic=False)
     grads, loss, _, _ = accumulate_gradients(
-        lambda p, b, r: loss_fn(p, b["tokens"], r), state.params, batch, rng, args.grad_accum)
+        lambda p, b, r: next_token_loss_sum(model, p, b["tokens"], None, r, deterministic=False),
+        state.params, batch, rng, args.grad_accum)
     return state.apply_gradients(grads, tx), loss
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):

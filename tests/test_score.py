@@ -7,7 +7,8 @@ import sys
 import numpy as np
 
 from rlhf_jax import score
-from test_reward import REPO, rm_data, trained_rm  # pylint: disable=unused-import  (fixtures)
+from test_reward import rm_data, trained_rm  # pylint: disable=unused-import  (fixtures)
+from test_train import REPO
 
 
 def run_score(capsys, *argv):
