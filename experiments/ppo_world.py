@@ -25,9 +25,14 @@ Variants:
 Model: the `nano` SFT policy (6 layers, 384 wide) and RM; prompts up to 64 tokens, 24-token
 responses at temperature 1, batch 32, 1 PPO epoch of 2 minibatches, lr 1e-5 (critic 5e-5),
 β = 0.05 fixed, 50 iterations (1,600 episodes), gold evaluation on 128 test prompts.
-Hardware: 2 CPU cores; the iteration benchmark measured ≈ 16 s per iteration at 2 epochs on
-a loaded 2-core CPU (≈ 9 s at 1 epoch), so ≈ 8–12 minutes plus evaluations. Expected: gold/score above gold_sft/score with
-gold/diff_vs_sft_lo > 0 and ppo/kl of a few nats.
+Hardware: 2 CPU cores; measured 8.4 min wall for the 50 iterations and 3 evaluations.
+Measured (seed 0, from the measured sft_world and rm_world workdirs): the RM score rose
+(eval/score −0.34 → 0.17) while the gold score fell, 0.323 [0.263, 0.383] (SFT) → 0.207
+[0.157, 0.261], gold/diff_vs_sft −0.117 [−0.172, −0.065], ppo/kl 3.4 nats at the end:
+reward over-optimisation. That RM scores refusals low even on harmful prompts, and PPO
+learns to stop refusing them (harmful 0.88 → 0.06); the other families move by ≤ 0.11.
+A better reward model (rm_world's accuracy is 8 points under its label ceiling) or a
+larger kl_coef is needed before PPO beats SFT here.
 Consumes the sft_world (init_from) and rm_world (ppo.reward_from) workdirs.
 """
 from rlhf_jax import configs
