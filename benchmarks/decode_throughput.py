@@ -23,7 +23,6 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rlhf_jax import sampling
 from rlhf_jax.models import gpt

@@ -184,23 +184,27 @@ def summarize(metas: Sequence[dict], scores: dict[str, np.ndarray],
   return out
 
 
-def write_samples(path: str, step: int, records: Sequence[dict], responses: Sequence[str],
-                  scores: dict[str, np.ndarray]) -> None:
-  """Appends one row per prompt {step, prompt, response, score, ...}; rows of this step or
-  later (left by an interrupted run that is now resumed) are replaced."""
+def replace_rows(path: str, step: int, rows: Sequence[dict]) -> None:
+  """Appends JSONL `rows` of `step` to `path` atomically; rows of this step or later (left
+  by an interrupted run that is now resumed) are dropped first."""
   kept = []
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       kept = [line for line in f if line.strip() and json.loads(line)["step"] < step]
   with open(path + ".tmp", "w", encoding="utf-8") as f:
     f.writelines(kept)
-    for i, (record, response) in enumerate(zip(records, responses)):
-      row = {"step": step, "id": record["meta"].get("id", i),
-             "family": record["meta"]["family"], "prompt": record["messages"],
-             "response": response,
-             "score": {name: float(values[i]) for name, values in scores.items()}}
-      f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
   os.replace(path + ".tmp", path)
+
+
+def write_samples(path: str, step: int, records: Sequence[dict], responses: Sequence[str],
+                  scores: dict[str, np.ndarray]) -> None:
+  """One row per prompt {step, id, family, prompt, response, score} (see `replace_rows`)."""
+  replace_rows(path, step, [
+      {"step": step, "id": record["meta"].get("id", i), "family": record["meta"]["family"],
+       "prompt": record["messages"], "response": response,
+       "score": {name: float(values[i]) for name, values in scores.items()}}
+      for i, (record, response) in enumerate(zip(records, responses))])
 
 
 def policy_texts(model, params, tokenizer, records, rng, *, mesh, gold_cfg, sampling_cfg,

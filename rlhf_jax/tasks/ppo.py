@@ -45,7 +45,7 @@ from rlhf_jax import (checkpoint, evaluation, losses, optim, rl, sampling,
 from rlhf_jax.data import pipeline, store
 from rlhf_jax.errors import UserError
 from rlhf_jax.models import gpt, heads
-from rlhf_jax.tasks import base, lm
+from rlhf_jax.tasks import base, lm, sft
 from rlhf_jax.tasks.base import Task, TrainState
 
 PyTree = Any
@@ -431,16 +431,6 @@ class _WithPtx:
     return {"prompts": self._prompts.get_state(), "ptx": self._ptx.get_state()}
 
 
-def prompt_texts(source, max_chars: int = 20_000_000):
-  """Message contents of prompt records, for a BPE when no init_from gives one."""
-  for index in range(len(source)):
-    for message in source[index]["messages"]:
-      max_chars -= len(message["content"])
-      yield message["content"]
-    if max_chars <= 0:
-      return
-
-
 # ---------------------------------------------------------------------------- evaluation
 
 
@@ -514,17 +504,9 @@ def make_evaluate(config, models: Models, tok, mesh, records: list[dict], gold: 
 
 def _write_rm_samples(path, step, records, texts, rm_scores):
   """samples.jsonl rows {step, prompt, response, rm_score} (rows of step ≥ this replaced)."""
-  import json  # pylint: disable=g-import-not-at-top
-  kept = []
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      kept = [line for line in f if line.strip() and json.loads(line)["step"] < step]
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.writelines(kept)
-    for record, text, value in zip(records, texts, rm_scores):
-      f.write(json.dumps({"step": step, "prompt": record["messages"], "response": text,
-                          "rm_score": float(value)}, ensure_ascii=False) + "\n")
-  os.replace(path + ".tmp", path)
+  evaluation.replace_rows(path, step, [
+      {"step": step, "prompt": record["messages"], "response": text, "rm_score": float(value)}
+      for record, text, value in zip(records, texts, rm_scores)])
 
 
 # ---------------------------------------------------------------------------- the task
@@ -611,7 +593,7 @@ def make_task(config, workdir: str, mesh) -> Task:
                                skip_malformed=config.data.skip_malformed,
                                cache=config.data.cache_dir)
   tok = tokenizer_lib.for_stage(config.tokenizer, workdir, config.init_from,
-                                lambda: prompt_texts(splits["train"]))
+                                lambda: sft.chat_texts(splits["train"]))
   seq_len = cfg.max_prompt_len + cfg.response_len
   policy_cfg = _model_config(config, config.model, tok.vocab_size, seq_len, "policy")
   reward_cfg = _reward_model_config(config, tok, seq_len)
