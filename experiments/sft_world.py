@@ -14,8 +14,8 @@ Compare with the base model prompted few-shot on the same prompts:
 
 Model: the pretrained `nano` (6 layers, 384 wide, 11.5M params) and its tokenizer; rows of
 128 tokens, batch 16, 5 epochs over the 648 train demonstrations (40 steps each, 200 steps).
-Hardware: 2 CPU cores; measured 19 min wall (9 min of CPU time: the cores were shared
-with other jobs) from a pretrain_world workdir stopped at its step-200 checkpoint.
+Hardware: 2 CPU cores; measured 5.7 min wall (quiet machine) from a pretrain_world
+workdir stopped at its step-200 checkpoint.
 Expected (measured, seed 0, that base): eval/loss 5.73 → 1.11; gold/score on the 174 test
 prompts 0.008 (step 0, the base model in the chat template) → 0.194, 0.267, 0.282, 0.329
 at the epoch ends → 0.316 [0.270, 0.364]; the same base prompted few-shot scores 0.178
