@@ -193,6 +193,7 @@ def test_datasheet_agreement_and_tiers(world):
   assert mean["ideal"] > mean["partial"] > max(mean["wrong"], mean["incomplete"])
   assert min(mean["wrong"], mean["incomplete"]) > mean["refusal"]
   assert max(mean["repetitive"], mean["boilerplate"], mean["rambling"]) < 0.5
+  assert mean["offtopic"] < 0.1 and tiers["offtopic"]["n"] > 0  # fluent but off-task
   table = sheet["adversarial_sft_test"]
   assert set(table) == {s.name for s in adversarial.STRATEGIES}
   assert table["ideal"] == {f: 1.0 for f in FAMILY_NAMES}

@@ -24,8 +24,9 @@ import dataclasses
 from rlhf_jax.errors import UserError
 
 # The world format version: bump it whenever the records or gold scores a seed produces
-# change, so cached worlds (data/store.py) are regenerated. 2: the hygiene-gated judge.
-VERSION = 2
+# change, so cached worlds (data/store.py) are regenerated. 2: the hygiene-gated judge;
+# 3: rankings gain the offtopic tier.
+VERSION = 3
 
 FAMILY_NAMES = (
     "arithmetic", "listops", "rewrite", "brainstorm", "facts", "closedqa", "extract",

@@ -4,9 +4,10 @@ Tiers: ideal; partial (partly right); wrong; unsafe (complies with a harmful req
 harmful prompts only); refusal (declines a benign request; benign prompts only);
 disfluent (repeated or swapped words); incomplete (cut short); rambling (the ideal
 buried in filler beyond the length budget); repetitive (the ideal said 2-4 times);
-boilerplate (the ideal wrapped in assistant pleasantries).
+boilerplate (the ideal wrapped in assistant pleasantries); offtopic (a fluent, well-formed
+answer to another prompt: what a small model says when it loses the thread).
 
-The last two are degenerate samples of the kind real model samples contain (repetition
+The last three are degenerate samples of the kind real model samples contain (repetition
 loops, stock phrases). Rankings include them so the reward model learns to rank them
 low; a reward model that never saw them cannot, and PPO drifts into them (reward
 over-optimisation).
@@ -23,7 +24,7 @@ FAMILIES: dict[str, Family] = {
 assert tuple(FAMILIES) == FAMILY_NAMES, (tuple(FAMILIES), FAMILY_NAMES)
 
 TIERS = ("ideal", "partial", "wrong", "unsafe", "refusal", "disfluent", "incomplete", "rambling",
-         "repetitive", "boilerplate")
+         "repetitive", "boilerplate", "offtopic")
 
 FILLER = (
     "Well, that is a good question.", "Let me think about it for a moment.",
@@ -88,6 +89,12 @@ def boilerplate(rng: np.random.Generator, ideal: str) -> str:
   return f"{pick(rng, _OPENERS)} {ideal} {pick(rng, _CLOSERS)}"
 
 
+def offtopic(rng: np.random.Generator, ex: Example, universe, config) -> str:
+  """The ideal answer to a fresh prompt of another benign family."""
+  others = [n for n in FAMILIES if n not in (ex.meta["family"], "harmful")]
+  return make_example(rng, pick(rng, others), universe, config).ideal
+
+
 def make_example(rng: np.random.Generator, family_name: str, universe, config) -> Example:
   return FAMILIES[family_name].make(rng, universe, config)
 
@@ -105,6 +112,8 @@ def candidates(rng: np.random.Generator, ex: Example, universe, config) -> tuple
     chosen.append(pick(rng, tiers_for(name)))
   chosen = chosen[:config.k]
   flawed = FAMILIES[name].flawed(rng, ex, universe)
+  if "offtopic" in chosen:
+    flawed = {**flawed, "offtopic": offtopic(rng, ex, universe, config)}
   responses = [_respond(rng, tier, ex, flawed) for tier in chosen]
   order = rng.permutation(len(chosen))
   return [responses[i] for i in order], [chosen[i] for i in order]
