@@ -94,6 +94,7 @@ def run(config, workdir: str) -> None:
     except UserError as e:
       raise UserError(f"stage {name}: {e} (a stage's keys are --config.{name}.KEY)") from None
     _mark_done(stage_dir, stage_config, state)
+  logging.info("all %d stages done in %s", len(stages), workdir)
   if config.report.num_prompts:
     from rlhf_jax import report  # pylint: disable=g-import-not-at-top
     report.write_report(workdir, config.report)
