@@ -2,7 +2,11 @@
 
 Experiment files in `experiments/` start from `base_config()` and set their
 stage's values. Configs hold no derived values: tasks compute those and log them.
+A pipeline experiment holds one such config per stage (see rlhf_jax/pipeline_runner.py).
 """
+import importlib.util
+import os
+
 import ml_collections
 
 from rlhf_jax import sharding
@@ -102,6 +106,25 @@ def variant(arg, variants: dict) -> str:
   if arg and arg not in variants:
     raise ValueError(f"unknown variant {arg!r}; use one of {['', *variants]}")
   return arg or ""
+
+
+def experiment_module(path: str):
+  """The experiment file at `path` as a module (a pipeline calls its stages' `get_config`)."""
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def report_block() -> ml_collections.ConfigDict:
+  """A pipeline's `config.report`: the evaluation written once every stage is done."""
+  return ml_collections.ConfigDict(dict(
+      num_prompts=256,            # held-out prompts evaluated; 0 = write no report
+      batch_size=32,              # prompts per generation call (divisible by the devices)
+      max_new_tokens=48,          # response budget
+      best_of="4,16",             # N of each best-of-N policy, comma-separated
+      num_examples=6,             # example responses shown in report.md
+      seed=0))
 
 
 def ppo_block() -> ml_collections.ConfigDict:

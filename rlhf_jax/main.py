@@ -1,6 +1,8 @@
 """Command line: the only module that defines flags.
 
   python -m rlhf_jax.main --config=experiments/NAME.py[:ARGS] --workdir=DIR [--config.a.b=V ...]
+
+A config with `stages` is a pipeline: rlhf_jax.pipeline_runner runs its stages in order.
 """
 import logging
 import sys
@@ -43,11 +45,15 @@ def main(argv):
     _fail(f"cannot load --config: {' '.join(str(e).split())[:300]}")
   if config is None:
     _fail("--config is required; pass --config=experiments/NAME.py[:smoke]")
-  from rlhf_jax import train  # pylint: disable=g-import-not-at-top  (keeps --help fast)
+  # pylint: disable-next=g-import-not-at-top  (keeps --help fast)
+  from rlhf_jax import pipeline_runner, train
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger("absl").setLevel(logging.WARNING)  # orbax/tfds progress chatter
   try:
-    train.run(config, _WORKDIR.value)
+    if "stages" in config:  # a pipeline experiment: its stage configs in order
+      pipeline_runner.run(config, _WORKDIR.value)
+    else:
+      train.run(config, _WORKDIR.value)
   except UserError as e:
     _fail(str(e))
   except FloatingPointError as e:  # the run diverged; checkpoints before it are kept

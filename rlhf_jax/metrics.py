@@ -1,4 +1,5 @@
-"""Metric writer (metrics.jsonl + TensorBoard), finite checks, throughput and MFU.
+"""Metric writer (metrics.jsonl + TensorBoard), finite checks, throughput and MFU, and the
+plain progress line logged when no terminal shows a progress bar.
 
 Every logged row is `{"step": N, "time": t, "<namespace>/<name>": float, ...}`.
 """
@@ -83,6 +84,40 @@ class Throughput:
       rates["train/mfu"] = self._flops_per_step * self._steps / seconds / self._peak_flops
     self._start, self._steps, self._tokens = time.perf_counter(), 0, 0.0
     return rates
+
+
+def format_duration(seconds: float) -> str:
+  """Seconds as '7s', '5m12s' or '1h02m05s'."""
+  hours, rest = divmod(int(round(seconds)), 3600)
+  minutes, secs = divmod(rest, 60)
+  if hours:
+    return f"{hours}h{minutes:02d}m{secs:02d}s"
+  return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _compact(value: float) -> str:
+  """1234.5 → '1.2k', 2.5e6 → '2.5M', 950 → '950'."""
+  for unit, scale in (("M", 1e6), ("k", 1e3)):
+    if value >= scale:
+      return f"{value / scale:.1f}{unit}"
+  return f"{value:.0f}"
+
+
+def progress_line(name: str, step: int, total: int, metrics: dict, elapsed: float,
+                  steps_done: int) -> str:
+  """'[ppo] step 40/50 loss 0.4123 tokens/s 1.9k elapsed 5m12s eta 1m18s'.
+
+  `elapsed` seconds went to the `steps_done` steps of this session; the ETA assumes the
+  remaining steps take as long on average (evaluations and checkpoints included).
+  """
+  parts = [f"[{name}] step {step}/{total}"]
+  if "train/loss" in metrics:
+    parts.append(f"loss {metrics['train/loss']:.4f}")
+  if "train/tokens_per_sec" in metrics:
+    parts.append(f"tokens/s {_compact(metrics['train/tokens_per_sec'])}")
+  eta = elapsed / max(steps_done, 1) * (total - step)
+  parts.append(f"elapsed {format_duration(elapsed)} eta {format_duration(eta)}")
+  return " ".join(parts)
 
 
 class Writer:

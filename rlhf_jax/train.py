@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import flax.linen as nn
 import jax
@@ -137,10 +138,12 @@ def run(config, workdir: str):
 def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, writer, ckpt,
           start_step, peak_flops, stop):
   """Steps start_step+1 .. the task's total steps. Metrics are fetched one step late, so the host
-  never waits on the step it just dispatched."""
+  never waits on the step it just dispatched. Progress: a bar on a terminal, else (a log
+  file, CI) a plain log line every log_every steps."""
   total = task.total_steps or config.total_steps
   progress = tqdm.tqdm(total=total, initial=start_step, dynamic_ncols=True, disable=None,
                        desc=config.task)
+  start_time = time.perf_counter()
   throughput = metrics_lib.Throughput(task.flops_per_step, peak_flops)
   pending = None  # (step, device metrics) of the last dispatched step
 
@@ -151,8 +154,13 @@ def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, wr
     if step % config.log_every == 0 or step == total:
       host.update(throughput.report())
       writer.write(step, host)
-      progress.set_postfix({k.split("/")[1]: f"{host[k]:.4g}" for k in
-                            ("train/loss", "train/tokens_per_sec") if k in host})
+      if progress.disable:  # tqdm found no terminal: a plain line instead of the bar
+        logging.info("%s", metrics_lib.progress_line(config.task, step, total, host,
+                                                     time.perf_counter() - start_time,
+                                                     step - start_step))
+      else:
+        progress.set_postfix({k.split("/")[1]: f"{host[k]:.4g}" for k in
+                              ("train/loss", "train/tokens_per_sec") if k in host})
     progress.update(1)
 
   for step in range(start_step + 1, total + 1):

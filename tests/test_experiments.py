@@ -1,23 +1,16 @@
 """Every experiment file: loads, has a run-book docstring, and its `:smoke` variant trains."""
 import glob
 import gzip
-import importlib.util
 import json
 import os
 
 import pytest
 
-from rlhf_jax import metrics, train
+from rlhf_jax import configs, metrics, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(glob.glob(os.path.join(REPO, "experiments", "*.py")))
-
-
-def load_experiment(path):
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+load_experiment = configs.experiment_module
 
 
 def shakespeare_like(path):

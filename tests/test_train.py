@@ -1,6 +1,8 @@
 """The shared loop with the pretraining task: learning, determinism, exact resume,
-data parallel / FSDP equivalence, signals, and the files a run leaves behind."""
+data parallel / FSDP equivalence, signals, progress lines, and the files a run leaves behind."""
+import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -176,3 +178,23 @@ def test_non_finite_loss_stops_the_run_naming_step_and_metric(corpus_path, tmp_p
                                                                    "optim.grad_clip": 0.0})
   with pytest.raises(FloatingPointError, match=r"step \d+: .*train/(loss|grad_norm)=(nan|inf)"):
     train.run(config, str(tmp_path / "diverged"))
+
+
+def test_loop_logs_plain_progress_lines_when_stderr_is_not_a_terminal(corpus_path, tmp_path,
+                                                                       monkeypatch, caplog):
+  monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file: tqdm shows no bar
+  config = tiny_config(corpus_path, total_steps=4, log_every=2, eval_every=0, ckpt_every=0)
+  with caplog.at_level(logging.INFO):
+    train.run(config, str(tmp_path / "run"))
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[pretrain]")]
+  assert [line.split(" loss ")[0] for line in lines] == ["[pretrain] step 2/4",
+                                                         "[pretrain] step 4/4"], lines
+  assert all(" elapsed " in line for line in lines), lines
+  assert "tokens/s" in lines[-1] and lines[-1].endswith(" eta 0s"), lines
+
+
+def test_progress_line_reads_well():
+  line = metrics.progress_line("ppo", 40, 50, {"train/loss": 0.41234, "train/tokens_per_sec": 1912},
+                               elapsed=312, steps_done=40)
+  assert line == "[ppo] step 40/50 loss 0.4123 tokens/s 1.9k elapsed 5m12s eta 1m18s"
+  assert [metrics.format_duration(s) for s in (7.4, 3725)] == ["7s", "1h02m05s"]

@@ -1,0 +1,147 @@
+"""`chatgpt_world.py:smoke` through `python -m rlhf_jax.main`: four stages chained in
+WORKDIR/<stage>, skipped when done, resumed when killed; the links checked up front."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rlhf_jax import configs, metrics, pipeline_runner
+from rlhf_jax.errors import UserError
+
+import test_cli
+from test_train import REPO
+
+STAGES = ["pretrain", "sft", "rm", "ppo"]
+# The smoke pipeline without its report (rlhf_jax/report.py tests that), PPO cut to 4
+# iterations with a checkpoint every 2: command-line overrides of one stage's keys.
+FLAGS = ["--config=experiments/chatgpt_world.py:smoke", "--config.report.num_prompts=0",
+         "--config.ppo.total_steps=4", "--config.ppo.ckpt_every=2"]
+TIMING_KEYS = {"time", "train/steps_per_sec", "train/tokens_per_sec", "train/mfu"}
+
+
+@pytest.fixture(scope="module")
+def run_main(tmp_path_factory):
+  """Starts `python -m rlhf_jax.main FLAGS... --workdir=W`. The runs share a persistent
+  compilation cache: compiling is most of a smoke stage's time, and reruns compile alike."""
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+
+  def start(workdir, *flags):
+    return subprocess.Popen([sys.executable, "-m", "rlhf_jax.main", *FLAGS, *flags,
+                             f"--workdir={workdir}"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  return start
+
+
+def finish(process):
+  _, stderr = process.communicate(timeout=600)
+  assert process.returncode == 0, stderr[-3000:]
+  return stderr
+
+
+def stage_metrics(workdir):
+  """{stage: {step: {metric: value}}} without the wall-clock-dependent metrics."""
+  result = {}
+  for stage in STAGES:
+    rows = metrics.read_metrics(os.path.join(workdir, stage))
+    result[stage] = {}
+    for row in rows:
+      result[stage].setdefault(row["step"], {}).update(
+          {k: v for k, v in row.items() if k not in TIMING_KEYS})
+  return result
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, run_main):
+  """(workdir, stderr) of one uninterrupted smoke pipeline run."""
+  workdir = str(tmp_path_factory.mktemp("pipeline"))
+  return workdir, finish(run_main(workdir))
+
+
+def test_stages_run_in_order_each_warm_started_from_the_one_before(pipeline):
+  workdir, stderr = pipeline
+  assert "stage 1/4: pretrain (3 to go)" in stderr
+  assert "stage 2/4: sft (pretrain done; 2 to go)" in stderr
+  assert "stage 4/4: ppo (pretrain, sft, rm done; 0 to go)" in stderr
+  saved = {}
+  for stage in STAGES:
+    assert os.path.exists(os.path.join(workdir, stage, pipeline_runner.DONE_FILE)), stage
+    with open(os.path.join(workdir, stage, "config.json")) as f:
+      saved[stage] = json.load(f)
+  assert saved["pretrain"]["init_from"] == ""
+  assert saved["sft"]["init_from"] == os.path.join(workdir, "pretrain")
+  assert saved["rm"]["init_from"] == os.path.join(workdir, "sft")
+  assert saved["ppo"]["init_from"] == os.path.join(workdir, "sft")
+  assert saved["ppo"]["ppo"]["reward_from"] == os.path.join(workdir, "rm")
+  assert saved["ppo"]["total_steps"] == 4  # the command-line override reached its stage
+  assert sorted(stage_metrics(workdir)["ppo"]) == [0, 1, 2, 3, 4]
+  with open(os.path.join(workdir, "sft", "tokenizer.json")) as a, open(
+      os.path.join(workdir, "pretrain", "tokenizer.json")) as b:
+    assert a.read() == b.read()  # SFT kept pretraining's tokenizer: it warm-started
+
+
+def test_rerun_skips_finished_stages_and_warns_of_a_changed_config(pipeline, run_main):
+  workdir, _ = pipeline
+  before = stage_metrics(workdir)
+  stderr = finish(run_main(workdir, "--config.ppo.total_steps=5"))
+  for i, stage in enumerate(STAGES):
+    assert f"stage {i + 1}/4: {stage} already done; skipped" in stderr
+  assert "stage ppo finished with a different config" in stderr
+  assert "stage sft finished with a different config" not in stderr
+  assert stage_metrics(workdir) == before
+
+
+def wait_for(path, process, timeout=300):
+  deadline = time.time() + timeout
+  while not os.path.exists(path):
+    assert process.poll() is None, process.communicate()[1][-3000:]
+    assert time.time() < deadline, path
+    time.sleep(0.05)
+
+
+def test_killed_in_two_stages_then_rerun_matches_the_uninterrupted_run(pipeline, run_main,
+                                                                       tmp_path):
+  """kill -9 during SFT, rerun, kill -9 during PPO, rerun: the same metrics as the fixture's
+  run. Pretraining is copied from it, finished (it is skipped, as on any rerun)."""
+  workdir = str(tmp_path / "killed")
+  shutil.copytree(os.path.join(pipeline[0], "pretrain"), os.path.join(workdir, "pretrain"))
+  for stage, checkpoint in (("sft", "10"), ("ppo", "2")):
+    process = run_main(workdir)
+    wait_for(os.path.join(workdir, stage, "checkpoints", checkpoint), process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not pipeline_runner.is_done(os.path.join(workdir, stage)), stage
+  stderr = finish(run_main(workdir))
+  assert "stage 3/4: rm already done; skipped" in stderr
+  assert stage_metrics(workdir) == stage_metrics(pipeline[0])
+
+
+def test_stage_configs_resolve_links_and_check_them():
+  config = configs.experiment_module(os.path.join(REPO, "experiments/chatgpt_world.py"))
+  config = config.get_config("smoke")
+  stages = dict(pipeline_runner.stage_configs(config, "/runs/x"))
+  assert stages["ppo"].ppo.reward_from == "/runs/x/rm"
+  assert config.ppo.init_from == ""  # the pipeline config itself is left as it was
+  config.stages = "sft,rm"  # a partial pipeline: SFT keeps its own init_from
+  config.sft.init_from = "/runs/base"
+  stages = dict(pipeline_runner.stage_configs(config, "/runs/x"))
+  assert list(stages) == ["sft", "rm"] and stages["sft"].init_from == "/runs/base"
+  assert stages["rm"].init_from == "/runs/x/sft"
+  for stages_value, links, message in [("sft,pretrain", config.links, "does not run before"),
+                                       ("pretrain,sft", "sft.init_frm=pretrain", "no key"),
+                                       ("pretrain,dpo", config.links, "not a stage"),
+                                       ("pretrain,sft", "sft=pretrain", "comma-separated")]:
+    config.stages, config.links = stages_value, links
+    with pytest.raises(UserError, match=message):
+      pipeline_runner.stage_configs(config, "/runs/x")
+
+
+def test_a_stage_mistake_is_one_line_naming_the_stage(tmp_path):
+  result = test_cli.run_main(*FLAGS, f"--workdir={tmp_path}",
+                             f"--config.pretrain.data.path={tmp_path / 'nope.txt'}")
+  test_cli.assert_one_line_error(result, "stage pretrain:", "nope.txt", "--config.pretrain.")
