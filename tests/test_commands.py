@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from rlhf_jax import metrics, train
+from rlhf_jax.data import readers
 from rlhf_jax.evaluation import SAMPLES_FILE
 
 from test_experiments import REPO, load_experiment
@@ -117,3 +118,30 @@ def test_evaluate_compares_the_policy_with_the_few_shot_base(world_runs):
   assert len(base_samples) == 16
   assert all("\nQ:" not in s["response"] and "\n\n" not in s["response"]
              for s in base_samples)
+
+
+def test_collect_ranks_the_policys_own_samples(world_runs, tmp_path):
+  out = str(tmp_path / "collected")
+  result = run_module("rlhf_jax.collect", f"--policy_workdir={world_runs[1]}", f"--out={out}",
+                      "--k=3", "--num_prompts=12", "--max_new_tokens=8", "--batch_size=8")
+  assert result.returncode == 0, result.stderr[-2000:]
+  summary = json.load(open(os.path.join(out, "collect.json")))
+  for split in ("train", "test"):
+    rows = [json.loads(line) for line in open(os.path.join(out, f"{split}.jsonl"))]
+    counts = summary["splits"][split]
+    assert len(rows) == counts["records"] == 12 - counts["prompts_left_out"]
+    for row in rows:
+      k = len(row["responses"])
+      assert 2 <= k <= 3 and len(set(row["responses"])) >= 2
+      assert sorted(set(row["ranking"])) == list(range(max(row["ranking"]) + 1))  # dense
+      assert len(row["meta"]["gold"]) == k and row["meta"]["tiers"] == ["sample"] * k
+  # The output is the rankings format the reward model reads.
+  train_rows, skipped = readers.read_records(os.path.join(out, "train.jsonl"), "preferences")
+  assert skipped == 0 and len(train_rows) == summary["splits"]["train"]["records"]
+
+
+def test_collect_needs_world_data(world_runs, tmp_path):
+  result = run_module("rlhf_jax.collect", f"--policy_workdir={world_runs[1]}",
+                      f"--out={tmp_path}", "--data=some/file.jsonl")
+  assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+  assert "world:SIZE:SEED/rankings" in result.stderr

@@ -1,8 +1,11 @@
 """Simulated labelers: Bradley–Terry preferences, calibration, ranks with ties."""
+import json
+
 import numpy as np
 import pytest
 
 from rlhf_jax.data.world import labelers
+from rlhf_jax.data.world.config import for_size
 
 
 def test_gumbel_utilities_give_bradley_terry_preferences():
@@ -60,3 +63,25 @@ def test_dense_ranks_and_pair_differences_skip_identical_texts():
   assert labelers.dense_ranks(np.array([0.2, 0.9, 0.2, -1.0])) == [1, 0, 1, 2]
   diffs = labelers.pair_differences(np.array([3.0, 1.0, 3.0]), np.array([0, 1, 0]))
   np.testing.assert_allclose(diffs, [2.0, -2.0])
+
+
+def test_label_samples_ranks_model_samples_like_the_world_rankings(tmp_path):
+  """The world's labelers rank arbitrary responses: the ideal beats an off-topic answer
+  about as often as labelers agree with the gold judge, and identical texts tie."""
+  from rlhf_jax.data.world import writer  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / "world")
+  writer.write_world(root, seed=3, size="small",
+                     config=for_size("small", n_corpus_docs=50, n_sft=20, n_rankings=300,
+                                     n_prompts=20))
+  records = [json.loads(line) for line in open(f"{root}/rankings/train.jsonl")]
+  samples = [(r, [r["responses"][r["meta"]["tiers"].index("ideal")],
+                  "Gavale is a town in the north."] * 2)
+             for r in records if "ideal" in r["meta"]["tiers"]]
+  labelled = writer.label_samples(root, [s[0] for s in samples], [s[1] for s in samples], seed=1)
+  ideal_first = np.mean([row["ranking"][0] < row["ranking"][1] for row in labelled])
+  assert 0.85 < ideal_first <= 1.0, ideal_first
+  assert all(row["ranking"][0] == row["ranking"][2] for row in labelled)  # same text: a tie
+  assert all(row["meta"]["tiers"] == ["sample"] * 4 and len(row["meta"]["gold"]) == 4
+             for row in labelled)
+  again = writer.label_samples(root, [s[0] for s in samples], [s[1] for s in samples], seed=1)
+  assert again == labelled  # deterministic in the seed

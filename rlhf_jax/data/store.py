@@ -102,7 +102,7 @@ def ensure_world(size: str, seed: int, cache: str = "") -> str:
   return world_dir
 
 
-def _parse_world_spec(spec: str) -> tuple[str, int, str]:
+def parse_world_spec(spec: str) -> tuple[str, int, str]:
   """"world:SIZE:SEED/KIND" → (SIZE, SEED, KIND)."""
   body = spec[len(_WORLD_PREFIX):]
   try:
@@ -179,7 +179,7 @@ def local_dataset(spec: str, fmt: str, *, valid_spec: str = "", valid_fraction: 
   from rlhf_jax.data import readers  # pylint: disable=g-import-not-at-top
   test_spec = ""
   if spec.startswith(_WORLD_PREFIX):
-    size, seed, kind = _parse_world_spec(spec)
+    size, seed, kind = parse_world_spec(spec)
     world_dir = ensure_world(size, seed, cache)
     spec = os.path.join(world_dir, kind, "train.jsonl")
     valid_spec = valid_spec or os.path.join(world_dir, kind, "valid.jsonl")

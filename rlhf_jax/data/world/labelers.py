@@ -53,6 +53,14 @@ def perceived(labelers: Labelers, j: int, parts_KxC: np.ndarray, hygiene_K: np.n
           + labelers.length_bias_L[j] * (log_len - log_len.mean()))
 
 
+def perceived_scores(labelers: Labelers, j: int, scores, responses) -> np.ndarray:
+  """`perceived` from the judge's Scores of one prompt's K responses."""
+  parts = np.array([s[1:4] for s in scores])
+  return perceived(labelers, j, parts, np.array([s.hygiene for s in scores]),
+                   np.array([s.safety for s in scores]),
+                   np.array([len(r.split()) for r in responses]))
+
+
 def utilities(values_K: np.ndarray, tau: float, gumbel_K: np.ndarray) -> np.ndarray:
   return values_K / tau + gumbel_K
 

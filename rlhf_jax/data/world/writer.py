@@ -56,12 +56,8 @@ def build_rankings(rng, label_rng, uni, config):
     responses, tiers = families.candidates(rng, ex, uni, config)
     scores = judge.score_batch([ex.meta] * len(responses), responses)
     a, b = (int(x) for x in label_rng.choice(config.n_labelers, size=2, replace=False))
-    parts = np.array([s[1:4] for s in scores])
-    gates = np.array([s.hygiene for s in scores])
-    safety = np.array([s.safety for s in scores])
-    words = np.array([len(r.split()) for r in responses])
     groups = np.array([responses.index(r) for r in responses])
-    values = [labelers.perceived(pool, j, parts, gates, safety, words) for j in (a, b)]
+    values = [labelers.perceived_scores(pool, j, scores, responses) for j in (a, b)]
     items.append((ex, responses, tiers, scores, (a, b), groups, values))
   diffs = [np.concatenate([labelers.pair_differences(it[6][j], it[5]) for it in items])
            for j in (0, 1)]
@@ -76,6 +72,47 @@ def build_rankings(rng, label_rng, uni, config):
     records.append({"prompt": ex.messages, "responses": responses,
                     "ranking": labelers.dense_ranks(u_a), "meta": meta})
   return records, audit
+
+
+def labeler_pool(seed: int, config: WorldConfig) -> labelers.Labelers:
+  """The simulated labelers of world (seed, config): the pool `build_rankings` draws from."""
+  rng = np.random.default_rng([seed, _STREAMS["labelers"]])
+  return labelers.make_labelers(rng, config.n_labelers, config.labeler_weight_spread,
+                                config.labeler_length_bias)
+
+
+def label_samples(world_dir: str, records: list[dict], responses_NxK: list[list[str]],
+                  seed: int) -> list[dict]:
+  """Rankings of model samples by the world's labelers: InstructGPT's data collection.
+
+  records: N {"prompt" or "messages": prompt turns, "meta": gold-judge meta} of world
+  prompts; responses_NxK: K sampled responses per prompt. Each record is ranked by one
+  labeler of the pool (drawn per record with `seed`), with the pool's noise temperature
+  calibrated when the world was built (datasheet.json), so labels on samples are as
+  noisy as on the world's own rankings. Returns rankings records {"prompt", "responses",
+  "ranking", "meta"} whose meta adds "labeler", "tiers" ("sample") and "gold" (the judge's
+  totals: for evaluation only, never a training signal).
+  """
+  with open(os.path.join(world_dir, "datasheet.json"), encoding="utf-8") as f:
+    sheet = json.load(f)
+  config = WorldConfig(**sheet["config"])
+  pool, tau = labeler_pool(sheet["seed"], config), sheet["agreement"]["temperature"]
+  rng = np.random.default_rng([seed, _STREAMS["labelers"], len(records)])
+  out = []
+  for record, responses in zip(records, responses_NxK):
+    meta, prompt = record["meta"], record.get("prompt", record.get("messages"))
+    scores = judge.score_batch([meta] * len(responses), responses)
+    j = int(rng.integers(config.n_labelers))
+    groups = np.array([responses.index(r) for r in responses])
+    gumbel_K = rng.gumbel(size=len(responses))[groups]
+    utilities_K = labelers.utilities(labelers.perceived_scores(pool, j, scores, responses),
+                                     tau, gumbel_K)
+    out.append({"prompt": prompt, "responses": list(responses),
+                "ranking": labelers.dense_ranks(utilities_K),
+                "meta": {**{k: v for k, v in meta.items() if k not in ("tiers", "gold")},
+                         "labeler": j, "tiers": ["sample"] * len(responses),
+                         "gold": [s.total for s in scores]}})
+  return out
 
 
 def pairs_from_ranking(record: dict) -> list[dict]:
