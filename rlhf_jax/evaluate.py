@@ -18,28 +18,14 @@ import jax
 import ml_collections
 
 from rlhf_jax import evaluation, policy as policy_lib, sharding
-from rlhf_jax.data import store
 from rlhf_jax.errors import UserError
-
-
-def _records(data: str, split: str, num_prompts: int):
-  if not data.startswith("world:"):
-    raise UserError(f"--data={data!r}: gold judging needs world data (world:SIZE:SEED/sft or "
-                    f"/prompts); pass --data")
-  splits = store.local_dataset(data, "prompts" if data.endswith("/prompts") else "sft")
-  if split not in splits:
-    raise UserError(f"--split={split!r}; use one of {sorted(splits)}")
-  source, train = splits[split], splits["train"]
-  records = evaluation.prompt_records((source[i] for i in range(len(source))), num_prompts)
-  demonstrations = [train[i] for i in range(len(train))]
-  return records, demonstrations
 
 
 def run(args) -> dict:
   mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
   policy = policy_lib.load(args.workdir, mesh)
   data = args.data or policy.config.data.path
-  records, demonstrations = _records(data, args.split, args.num_prompts)
+  records, demonstrations = evaluation.held_out_records(data, args.split, args.num_prompts)
   metas = [r["meta"] for r in records]
   gold_cfg = ml_collections.ConfigDict(dict(batch_size=args.batch_size, num_shots=3))
   sampling_cfg = ml_collections.ConfigDict(dict(
