@@ -190,8 +190,8 @@ def sampled_kl(model, params, reference_params, tokens_NxP, mask_NxP, rng, *, me
                batch_size: int, eos_id: int, pad_id: int, max_new_tokens: int,
                temperature: float = 1.0) -> np.ndarray:
   """KL(π ‖ π_ref) per prompt [N]: log π(y | x) − log π_ref(y | x) of one response y drawn
-  from π at `temperature` (both log-probs at that temperature), the sequence-level k1
-  estimate whose mean over prompts is the KL that PPO's penalty controls (ppo/kl)."""
+  from π at `temperature` (both log-probs at that temperature). Its mean over prompts
+  estimates the per-response KL, what ppo/kl tracks with the default k1 estimator."""
   ids_NxN = generate_ids(model, params, tokens_NxP, mask_NxP, rng, mesh=mesh,
                          batch_size=batch_size, eos_id=eos_id, pad_id=pad_id,
                          max_new_tokens=max_new_tokens, temperature=temperature)

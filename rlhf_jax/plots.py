@@ -52,7 +52,7 @@ def intervals(names: list[str], means, los, his, path: str, *, ylabel: str,
 
 def reward_vs_kl(points: list[dict], logged: dict[str, tuple[list, list]], path: str) -> None:
   """points: {"kl", "rm", "gold", "label"} per checkpoint; logged: PPO's metric name →
-  (steps, values) of ppo/score and ppo/kl."""
+  (steps, values) of ppo/score and ppo/kl, drawn as one dot per logged step."""
   plt = pyplot()
   fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
   kl = [p["kl"] for p in points]
@@ -66,8 +66,9 @@ def reward_vs_kl(points: list[dict], logged: dict[str, tuple[list, list]], path:
            title="checkpoints: score vs KL")
   left.legend(fontsize=8)
   score, kl_logged = logged.get("ppo/score"), logged.get("ppo/kl")
-  if score and kl_logged:
-    right.plot(kl_logged[1], score[1], "-o", ms=3)
+  if score and kl_logged and score[0] == kl_logged[0]:
+    dots = right.scatter(kl_logged[1], score[1], c=score[0], s=12, cmap="viridis")
+    fig.colorbar(dots, ax=right, label="step")
     right.set(xlabel="ppo/kl (logged)", ylabel="ppo/score (logged)",
-              title="PPO training: score vs KL")
+              title="PPO training batches: score vs KL")
   save(fig, path)

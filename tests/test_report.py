@@ -1,13 +1,16 @@
 """The pipeline report: stable report.json keys, best-of-N choice, reward vs KL, win rates
 and RM-vs-gold agreement by hand, missing stages, and `python -m rlhf_jax.evaluate`."""
+import functools
 import json
 import math
 import os
 
+import jax
 import numpy as np
 import pytest
 
-from rlhf_jax import checkpoint, configs, evaluate, evaluation, report, score, train
+from rlhf_jax import (checkpoint, configs, evaluate, evaluation, policy, report, sampling,
+                      score, sharding, train)
 from rlhf_jax.tasks import reward_metrics
 from test_experiments import REPO, load_experiment
 
@@ -104,6 +107,23 @@ def test_reward_vs_kl_starts_at_the_reference_with_zero_kl(pipeline_dir, written
   assert points[-1]["rm"] == pytest.approx(written["policies"]["ppo"]["rm"]["mean"])
   assert points[0]["gold"] == pytest.approx(written["policies"]["sft"]["gold"]["mean"])
   assert all(math.isfinite(p["kl"]) and math.isfinite(p["rm"]) for p in points)
+
+
+def test_sequence_log_probs_sum_the_samplers_log_probs(world_runs):
+  mesh = sharding.make_mesh(configs.base_config().mesh)
+  sft = policy.load(world_runs[1], mesh)
+  records, _ = evaluation.held_out_records(sft.config.data.path, "test", 8)
+  tokens, mask = evaluation.chat_prompts(sft.tokenizer, records, 64)
+  samples = jax.jit(functools.partial(
+      sampling.sample, sft.model, max_new_tokens=12, eos_id=sft.tokenizer.eos_id,
+      pad_id=sft.tokenizer.pad_id, temperature=1.0))(sft.params, tokens, mask,
+                                                     jax.random.key(0))
+  np.testing.assert_array_equal(
+      evaluation.response_mask(samples.tokens_BxN, sft.tokenizer.eos_id), samples.mask_BxN)
+  log_probs = evaluation.sequence_log_probs(
+      sft.model, sft.params, tokens, mask, np.asarray(samples.tokens_BxN), mesh=mesh,
+      batch_size=8, eos_id=sft.tokenizer.eos_id)
+  np.testing.assert_allclose(log_probs, np.asarray(samples.log_probs_BxN).sum(1), atol=1e-4)
 
 
 def test_win_rate_and_gold_agreement_by_hand():
