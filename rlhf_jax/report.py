@@ -296,6 +296,9 @@ def write_report(pipeline_workdir: str, report_config) -> dict:
   report["diffs"], report["win_rates"] = _comparisons(gold, rm, counts)
   if "rm" in stages:
     report["rm"] = _rm_heldout(stages["rm"])
+    if not report["rm"]:
+      notes.append("rm/metrics.jsonl holds no rm/* evaluation (eval_every=0?): the RM's "
+                   "held-out accuracy is left out")
     names = [n for n in ("base", "sft", "ppo") if n in texts]
     report["rm"].update(_agreement("policy_gold_agreement",
                                    np.stack([rm[n] for n in names], 1),
