@@ -110,6 +110,14 @@ def saved_step(workdir: str, name: str = "init_from") -> int:
   return step
 
 
+def saved_steps(workdir: str, name: str = "init_from") -> list[int]:
+  """The steps of every checkpoint a workdir keeps, oldest first."""
+  manager, _, _ = _read_only_manager(workdir, name)
+  steps = sorted(manager.all_steps())
+  manager.close()
+  return steps
+
+
 def saved_params_shapes(workdir: str, name: str = "init_from") -> dict[str, tuple]:
   """'path/to/leaf' → (shape, dtype name) of the params in a workdir's newest checkpoint."""
   manager, step, directory = _read_only_manager(workdir, name)

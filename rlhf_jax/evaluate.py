@@ -8,6 +8,12 @@ pretraining workdir) is prompted few-shot in the Q:/A: form of its corpus with
 demonstrations from the data's train split. Prints gold/score with its 95% interval,
 per category and per family, the paired difference policy − base with its interval,
 and writes DIR/eval_gold.json and DIR/eval_samples.jsonl.
+
+When DIR is a pipeline workdir (stage workdirs DIR/pretrain, DIR/sft, DIR/rm, DIR/ppo),
+it writes the pipeline's report instead (`rlhf_jax.report`): DIR/report.md, report.json
+and plots, comparing base, sft, best-of-N (--best_of) and ppo.
+  python -m rlhf_jax.evaluate --workdir DIR [--num_prompts 0] [--best_of 4,16]
+      [--num_examples 5]
 """
 import argparse
 import json
@@ -17,29 +23,15 @@ import sys
 import jax
 import ml_collections
 
-from rlhf_jax import evaluation, policy as policy_lib, sharding
-from rlhf_jax.data import store
+from rlhf_jax import evaluation, policy as policy_lib, report, sharding
 from rlhf_jax.errors import UserError
-
-
-def _records(data: str, split: str, num_prompts: int):
-  if not data.startswith("world:"):
-    raise UserError(f"--data={data!r}: gold judging needs world data (world:SIZE:SEED/sft or "
-                    f"/prompts); pass --data")
-  splits = store.local_dataset(data, "prompts" if data.endswith("/prompts") else "sft")
-  if split not in splits:
-    raise UserError(f"--split={split!r}; use one of {sorted(splits)}")
-  source, train = splits[split], splits["train"]
-  records = evaluation.prompt_records((source[i] for i in range(len(source))), num_prompts)
-  demonstrations = [train[i] for i in range(len(train))]
-  return records, demonstrations
 
 
 def run(args) -> dict:
   mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
   policy = policy_lib.load(args.workdir, mesh)
   data = args.data or policy.config.data.path
-  records, demonstrations = _records(data, args.split, args.num_prompts)
+  records, demonstrations = evaluation.held_out_records(data, args.split, args.num_prompts)
   metas = [r["meta"] for r in records]
   gold_cfg = ml_collections.ConfigDict(dict(batch_size=args.batch_size, num_shots=3))
   sampling_cfg = ml_collections.ConfigDict(dict(
@@ -87,6 +79,15 @@ def _print(results: dict) -> None:
     print(f"policy - base: {d['mean']:+.3f} (95% CI [{d['lo']:+.3f}, {d['hi']:+.3f}])")
 
 
+def _print_report(results: dict, workdir: str) -> None:
+  for name, p in results["policies"].items():
+    g = p["gold"]
+    print(f"{name}: gold {g['mean']:.3f} [{g['lo']:.3f}, {g['hi']:.3f}] n={g['n']}")
+  for name, d in results["diffs"].items():
+    print(f"{name}: {d['mean']:+.3f} (95% CI [{d['lo']:+.3f}, {d['hi']:+.3f}])")
+  print(f"wrote {os.path.join(os.path.abspath(workdir), 'report.md')}")
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m rlhf_jax.evaluate", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,8 +99,15 @@ def main(argv=None) -> int:
   parser.add_argument("--max_new_tokens", type=int, default=48)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--best_of", default="4,16", help="pipeline report: best-of-N counts")
+  parser.add_argument("--num_examples", type=int, default=5,
+                      help="pipeline report: example prompts shown with every response")
   args = parser.parse_args(argv)
   try:
+    if report.is_pipeline(args.workdir):
+      config = ml_collections.ConfigDict({k: getattr(args, k) for k in report.default_config()})
+      _print_report(report.write_report(args.workdir, config), args.workdir)
+      return 0
     results = run(args)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -3,14 +3,16 @@
 Every gold-judged number of the project comes from here (DESIGN §3.10): the SFT,
 reward-model and PPO stages and the report call these functions.
 
-- `prompt_records`: world records (SFT demonstrations or RL prompts) → {"messages", "meta"}.
+- `prompt_records`: world records (SFT demonstrations or RL prompts) → {"messages", "meta"};
+  `held_out_records` reads them (and few-shot demonstrations) from a world data spec.
 - `chat_prompts` / `few_shot_prompts`: left-padded prompt ids. A tuned model sees the
   chat template; a base model is prompted the way its corpus teaches, with same-family
   demonstrations as "Q: ...\\nA: ..." pairs, and its answer ends at the next blank line.
 - `generate_texts`: the jitted KV-cache sampler over the mesh, batch by batch.
 - `summarize`: gold/score with a 95% bootstrap interval, per category and per family.
 - `paired_difference`: mean score difference of two policies on the same prompts, with
-  its 95% bootstrap interval.
+  its 95% bootstrap interval; `win_rate`: how often one beats the other (ties ½).
+- `sampled_kl`: a policy's KL to a reference on its own samples, per prompt.
 
 Dimensions: N prompts, P prompt length, B generation batch.
 """
@@ -25,7 +27,7 @@ import numpy as np
 import scipy.stats
 
 from rlhf_jax import sampling, sharding
-from rlhf_jax.data import world
+from rlhf_jax.data import store, world
 from rlhf_jax.errors import UserError
 
 SAMPLES_FILE = "samples.jsonl"
@@ -51,6 +53,24 @@ def prompt_records(records: Sequence[dict], limit: int = 0) -> list[dict]:
     if limit and len(out) == limit:
       break
   return out
+
+
+def held_out_records(data: str, split: str, num_prompts: int = 0):
+  """(prompt records of `split`, the train split's demonstrations) of world data.
+
+  `data` is a world spec (`world:SIZE:SEED/sft` or `/prompts`); `num_prompts` > 0 keeps
+  the first that many prompts.
+  """
+  if not data.startswith("world:"):
+    raise UserError(f"--data={data!r}: gold judging needs world data (world:SIZE:SEED/sft or "
+                    f"/prompts); pass --data")
+  splits = store.local_dataset(data, "prompts" if data.endswith("/prompts") else "sft")
+  if split not in splits:
+    raise UserError(f"--split={split!r}; use one of {sorted(splits)}")
+  source, train = splits[split], splits["train"]
+  records = prompt_records((source[i] for i in range(len(source))), num_prompts)
+  demonstrations = [train[i] for i in range(len(train))]
+  return records, demonstrations
 
 
 def left_pad(rows: list[list[int]], length: int, pad_id: int):
@@ -142,6 +162,46 @@ def generate_ids(model, params, tokens_NxP, mask_NxP, rng, *, mesh, batch_size: 
       {"tokens": tokens_NxP, "mask": mask_NxP}, batch_size, mesh)
 
 
+def response_mask(ids_NxN, eos_id: int) -> np.ndarray:
+  """int32 [N, max_new_tokens]: 1 up to and including each row's first EOS (all of a row
+  without one), the `mask_BxN` of the `sampling.Samples` the ids came from."""
+  eos = np.asarray(ids_NxN) == eos_id
+  return ((np.cumsum(eos, axis=1) - eos) == 0).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_log_probs(model, temperature):
+  return jax.jit(functools.partial(sampling.response_log_probs, model, temperature=temperature))
+
+
+def sequence_log_probs(model, params, tokens_NxP, mask_NxP, ids_NxN, *, mesh, batch_size: int,
+                       eos_id: int, temperature: float = 1.0) -> np.ndarray:
+  """log π(y | x) = Σ_t log_softmax(logits / T)[y_t] [N], float64, over each response's
+  tokens up to and including its first EOS (`sampling.response_log_probs`)."""
+  log_probs_fn = _jitted_log_probs(model, float(temperature))
+  rows = {"tokens": tokens_NxP, "mask": mask_NxP, "ids": np.asarray(ids_NxN, np.int32),
+          "ids_mask": response_mask(ids_NxN, eos_id)}
+  return sharding.map_batches(
+      lambda b, _: log_probs_fn(params, b["tokens"], b["mask"], b["ids"], b["ids_mask"]).sum(-1),
+      rows, batch_size, mesh).astype(np.float64)
+
+
+def sampled_kl(model, params, reference_params, tokens_NxP, mask_NxP, rng, *, mesh,
+               batch_size: int, eos_id: int, pad_id: int, max_new_tokens: int,
+               temperature: float = 1.0) -> np.ndarray:
+  """KL(π ‖ π_ref) per prompt [N]: log π(y | x) − log π_ref(y | x) of one response y drawn
+  from π at `temperature` (both log-probs at that temperature). Its mean over prompts
+  estimates the per-response KL, what ppo/kl tracks with the default k1 estimator."""
+  ids_NxN = generate_ids(model, params, tokens_NxP, mask_NxP, rng, mesh=mesh,
+                         batch_size=batch_size, eos_id=eos_id, pad_id=pad_id,
+                         max_new_tokens=max_new_tokens, temperature=temperature)
+  log_probs = {name: sequence_log_probs(model, p, tokens_NxP, mask_NxP, ids_NxN, mesh=mesh,
+                                        batch_size=batch_size, eos_id=eos_id,
+                                        temperature=temperature)
+               for name, p in (("policy", params), ("reference", reference_params))}
+  return log_probs["policy"] - log_probs["reference"]
+
+
 def interval(values, n_resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
   """(mean, lo, hi): the mean and its 95% percentile-bootstrap interval."""
   values = np.asarray(values, np.float64)
@@ -163,6 +223,16 @@ def paired_difference(scores_a, scores_b, n_resamples: int = 1000,
     raise UserError(f"paired_difference needs scores of the same prompts; got {a.shape} and "
                     f"{b.shape}")
   return interval(a - b, n_resamples, seed)
+
+
+def win_rate(scores_a, scores_b, n_resamples: int = 1000,
+             seed: int = 0) -> tuple[float, float, float]:
+  """How often a beats b on the same prompt, a tie counting ½, with its 95% bootstrap
+  interval: mean of [a > b] + ½·[a = b] over prompts."""
+  a, b = np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)
+  if a.shape != b.shape:
+    raise UserError(f"win_rate needs scores of the same prompts; got {a.shape} and {b.shape}")
+  return interval((a > b) + 0.5 * (a == b), n_resamples, seed)
 
 
 def score(metas: Sequence[dict], responses: Sequence[str]) -> dict[str, np.ndarray]:

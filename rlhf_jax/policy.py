@@ -53,9 +53,9 @@ def _find(tree, path):
   return tree
 
 
-def restore_gpt_params(workdir: str, mesh=None) -> tuple[int, Any]:
-  """(step, GPT params) of the newest checkpoint as plain arrays, replicated over `mesh`
-  (default: the first device)."""
+def restore_gpt_params(workdir: str, mesh=None, step: int | None = None) -> tuple[int, Any]:
+  """(step, GPT params) of checkpoint `step` (default: the newest) as plain arrays,
+  replicated over `mesh` (default: the first device)."""
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
     raise UserError(f"{workdir} has no checkpoints/; train first or pass another --workdir")
@@ -63,10 +63,14 @@ def restore_gpt_params(workdir: str, mesh=None) -> tuple[int, Any]:
   manager = ocp.CheckpointManager(directory, options=options, item_handlers={
       "state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
   try:
-    step = manager.latest_step()
-    if step is None:
+    if manager.latest_step() is None:
       raise UserError(f"{directory} holds no finished checkpoint; train first or pass another "
                       f"--workdir")
+    if step is None:
+      step = manager.latest_step()
+    elif step not in manager.all_steps():
+      raise UserError(f"{directory} keeps no checkpoint of step {step}; use one of "
+                      f"{sorted(manager.all_steps())}")
     metadata = manager.item_metadata(step)["state"]
     metadata = getattr(metadata, "tree", metadata)  # orbax's tree metadata → nested dicts
     path = next((p for p in _GPT_PARAM_PATHS if isinstance(_find(metadata, p), dict)
@@ -89,9 +93,9 @@ def restore_gpt_params(workdir: str, mesh=None) -> tuple[int, Any]:
   return step, _unbox(_find(restored.state, path))
 
 
-def load(workdir: str, mesh=None) -> Policy:
-  """The model, newest parameters (replicated over `mesh`), tokenizer and config of a
-  training workdir."""
+def load(workdir: str, mesh=None, step: int | None = None) -> Policy:
+  """The model, parameters of checkpoint `step` (default: the newest; replicated over
+  `mesh`), tokenizer and config of a training workdir."""
   workdir = os.path.abspath(workdir)
   if not os.path.isdir(workdir):
     raise UserError(f"workdir {workdir} does not exist; pass the --workdir of a training run")
@@ -100,5 +104,5 @@ def load(workdir: str, mesh=None) -> Policy:
   model_cfg = config.model
   if jax.default_backend() != "gpu":  # cuDNN attention exists on NVIDIA GPUs only
     model_cfg = ml_collections.ConfigDict({**model_cfg.to_dict(), "attention": "xla"})
-  step, params = restore_gpt_params(workdir, mesh)
+  step, params = restore_gpt_params(workdir, mesh, step)
   return Policy(gpt.GPT(gpt.config_from(model_cfg, tok.vocab_size)), params, tok, config, step)

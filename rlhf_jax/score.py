@@ -56,23 +56,39 @@ def read_scoring_records(path: str) -> list[dict]:
   return records
 
 
-def score_records(workdir: str, records: list[dict]) -> list[dict]:
-  """Output rows (normalised rewards) for `read_scoring_records` records."""
+def reward_scorer(workdir: str, mesh=None):
+  """score(prompts, responses) → normalised rewards [N, K] (float64) with the newest
+  checkpoint of a reward-model workdir.
+
+  prompts: N prompt message lists; responses: N lists of response texts; K is the most
+  responses of any record, and a record with fewer has NaN in the rest of its row. Rows
+  are built as the RM was trained (`pipeline.preference_rows`: prompt, response, EOS).
+  """
   from rlhf_jax.tasks import reward  # pylint: disable=g-import-not-at-top  (keeps --help fast)
-  mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1}))
+  if mesh is None:
+    mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1}))
   model, params, normalization, tok = reward.load_reward_model(workdir, mesh)
   with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-    config = json.load(f)
+    seq_len = json.load(f)["data"]["seq_len"]
   batch_size = sharding.batch_parallelism(mesh) * max(1, 64 // sharding.batch_parallelism(mesh))
-  k = max(len(r["responses"]) for r in records)
-  rows = [pipeline.preference_rows(tok, r["prompt"], r["responses"],
-                                   max_len=config["data"]["seq_len"], num_rows=k)
-          for r in records]
   score_fn = jax.jit(functools.partial(reward.normalised_scores, model))
-  scores_NxK = reward.device_scores(
-      lambda p, t, m: score_fn(p, normalization, t, m), params,
-      np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
-      batch_size, mesh)
+
+  def score(prompts, responses) -> np.ndarray:
+    k = max(len(r) for r in responses)
+    rows = [pipeline.preference_rows(tok, p, r, max_len=seq_len, num_rows=k)
+            for p, r in zip(prompts, responses)]
+    scores_NxK = reward.device_scores(
+        lambda p, t, m: score_fn(p, normalization, t, m), params,
+        np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]), batch_size, mesh)
+    counts_N = np.array([len(r) for r in responses])
+    return np.where(np.arange(k)[None] < counts_N[:, None], scores_NxK, np.nan)
+  return score
+
+
+def score_records(workdir: str, records: list[dict]) -> list[dict]:
+  """Output rows (normalised rewards) for `read_scoring_records` records."""
+  scores_NxK = reward_scorer(workdir)([r["prompt"] for r in records],
+                                      [r["responses"] for r in records])
   out = []
   for record, scores_K in zip(records, scores_NxK):
     values = [round(float(s), 6) for s in scores_K[:len(record["responses"])]]

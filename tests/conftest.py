@@ -1,4 +1,4 @@
-"""Test setup: 8 fake CPU devices, synchronous dispatch, a private data cache.
+"""Test setup: 8 fake CPU devices, synchronous dispatch, a private data cache, shared runs.
 
 The environment must be set before JAX is imported anywhere: with async
 dispatch, 8 CPU devices on a 2-core machine deadlock in collectives.
@@ -58,3 +58,21 @@ def write_sft(path, num_records: int = 240, seed: int = 0) -> str:
 @pytest.fixture(scope="session")
 def sft_path(tmp_path_factory):
   return write_sft(tmp_path_factory.mktemp("sft") / "sft.jsonl")
+
+
+@pytest.fixture(scope="session")
+def world_runs(tmp_path_factory):
+  """(pretrain workdir, SFT workdir): the world smoke variants chained through init_from
+  (shared by the command tests and the pipeline report's tests)."""
+  # pylint: disable=g-import-not-at-top  (JAX is imported after the flags above are set)
+  from rlhf_jax import train
+  from test_experiments import REPO, load_experiment
+  root = tmp_path_factory.mktemp("chain")
+  pretrain_dir, sft_dir = str(root / "pretrain"), str(root / "sft")
+  train.run(load_experiment(os.path.join(REPO, "experiments/pretrain_world.py"))
+            .get_config("smoke"), pretrain_dir)
+  config = load_experiment(os.path.join(REPO, "experiments/sft_world.py")).get_config("smoke")
+  config.init_from = pretrain_dir
+  config.total_steps = 20
+  train.run(config, sft_dir)
+  return pretrain_dir, sft_dir

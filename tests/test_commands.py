@@ -7,25 +7,11 @@ import sys
 
 import pytest
 
-from rlhf_jax import metrics, train
+from rlhf_jax import metrics
 from rlhf_jax.data import readers
 from rlhf_jax.evaluation import SAMPLES_FILE
 
-from test_experiments import REPO, load_experiment
-
-
-@pytest.fixture(scope="module")
-def world_runs(tmp_path_factory):
-  """(pretrain workdir, SFT workdir): the smoke variants chained through init_from."""
-  root = tmp_path_factory.mktemp("chain")
-  pretrain_dir, sft_dir = str(root / "pretrain"), str(root / "sft")
-  train.run(load_experiment(os.path.join(REPO, "experiments/pretrain_world.py"))
-            .get_config("smoke"), pretrain_dir)
-  config = load_experiment(os.path.join(REPO, "experiments/sft_world.py")).get_config("smoke")
-  config.init_from = pretrain_dir
-  config.total_steps = 20
-  train.run(config, sft_dir)
-  return pretrain_dir, sft_dir
+from test_experiments import REPO
 
 
 def run_module(module, *args, stdin=None, timeout=300):

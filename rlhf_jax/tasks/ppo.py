@@ -434,12 +434,6 @@ class _WithPtx:
 # ---------------------------------------------------------------------------- evaluation
 
 
-def _response_mask(ids_NxN, eos_id: int):
-  """1 up to and including each row's first EOS."""
-  eos = ids_NxN == eos_id
-  return ((np.cumsum(eos, axis=1) - eos) == 0).astype(np.int32)
-
-
 def make_evaluate(config, models: Models, tok, mesh, records: list[dict], gold: bool,
                   samples_path: str):
   """evaluate(state, rng): RM score (eval/score) of the policy's responses to `records`
@@ -463,7 +457,7 @@ def make_evaluate(config, models: Models, tok, mesh, records: list[dict], gold: 
 
   def rm_scores(state, ids_NxN):
     # Right-padded rows prompt + response, as the RM was trained.
-    mask_NxN = _response_mask(ids_NxN, tok.eos_id)
+    mask_NxN = evaluation.response_mask(ids_NxN, tok.eos_id)
     rows, row_masks = [], []
     length = prompt_NxP.shape[1] + ids_NxN.shape[1]
     for prompt, pmask, ids, mask in zip(prompt_NxP, prompt_mask_NxP, ids_NxN, mask_NxN):
@@ -493,9 +487,7 @@ def make_evaluate(config, models: Models, tok, mesh, records: list[dict], gold: 
     diff, lo, hi = evaluation.paired_difference(scores["total"], reference_scores["total"])
     results.update({"gold/diff_vs_sft": diff, "gold/diff_vs_sft_lo": lo,
                     "gold/diff_vs_sft_hi": hi})
-    wins = ((scores["total"] > reference_scores["total"])
-            + 0.5 * (scores["total"] == reference_scores["total"]))
-    rate, lo, hi = evaluation.interval(wins)
+    rate, lo, hi = evaluation.win_rate(scores["total"], reference_scores["total"])
     results.update({"gold/win_rate_vs_sft": rate, "gold/win_rate_vs_sft_lo": lo,
                     "gold/win_rate_vs_sft_hi": hi})
     return results

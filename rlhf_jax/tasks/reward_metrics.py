@@ -19,11 +19,10 @@ C(K, 2) pairs of one prompt are not independent.
 Dimensions: N records, K responses per record, M pairs.
 """
 import collections
-import os
 
 import numpy as np
 
-from rlhf_jax import evaluation, losses
+from rlhf_jax import evaluation, losses, plots
 
 NUM_BINS = 10
 
@@ -53,6 +52,23 @@ def _with_interval(results: dict, name: str, per_record) -> None:
   results.update({name: mean, f"{name}_lo": lo, f"{name}_hi": hi})
 
 
+def gold_agreement(diff_M, gold_diff_M) -> np.ndarray:
+  """Per pair the gold judge does not tie: 1.0 where the RM orders it as the judge does,
+  sign(r_i − r_j) = sign(g_i − g_j), else 0.0 (an RM tie disagrees). Shape [M_judged]."""
+  diff_M, gold_diff_M = np.asarray(diff_M, np.float64), np.asarray(gold_diff_M, np.float64)
+  judged = gold_diff_M != 0
+  return (np.sign(diff_M[judged]) == np.sign(gold_diff_M[judged])).astype(np.float64)
+
+
+def set_gold_agreement(scores_K, gold_K) -> float | None:
+  """`gold_agreement` averaged over every pair i < j of one prompt's K responses; None when
+  the judge ties them all."""
+  i, j = np.triu_indices(len(scores_K), k=1)
+  scores_K, gold_K = np.asarray(scores_K, np.float64), np.asarray(gold_K, np.float64)
+  agrees = gold_agreement(scores_K[i] - scores_K[j], gold_K[i] - gold_K[j])
+  return float(agrees.mean()) if agrees.size else None
+
+
 def calibration(diff_M, margin: float = 0.0):
   """(ece, bins [(confidence, accuracy, count)]) of P(better) = σ(diff − margin)."""
   p_M = 1.0 / (1.0 + np.exp(-(np.asarray(diff_M, np.float64) - margin)))
@@ -72,10 +88,7 @@ def calibration(diff_M, margin: float = 0.0):
 
 def plot_reliability(bins, ece: float, path: str) -> None:
   """Reliability diagram: accuracy against confidence per bin, written atomically."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(4, 4))
+  fig, ax = plots.pyplot().subplots(figsize=(4, 4))
   ax.plot([0.5, 1.0], [0.5, 1.0], "k--", lw=1, label="perfectly calibrated")
   conf, acc, count = (np.array(v) for v in zip(*bins)) if bins else ([], [], [])
   ax.scatter(conf, acc, s=20 + 200 * np.asarray(count) / max(1, np.sum(count)), zorder=3)
@@ -83,10 +96,7 @@ def plot_reliability(bins, ece: float, path: str) -> None:
   ax.set(xlim=(0.5, 1.0), ylim=(0.0, 1.0), xlabel="confidence max(p, 1-p)",
          ylabel="pairwise accuracy", title=f"RM reliability (ECE {ece:.3f})")
   ax.legend(loc="lower right", fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path + ".tmp.png", dpi=100)
-  plt.close(fig)
-  os.replace(path + ".tmp.png", path)
+  plots.save(fig, path)
 
 
 def summarize(scores_NxK, ranking_NxK, metas, margin: float = 0.0,
@@ -115,9 +125,9 @@ def summarize(scores_NxK, ranking_NxK, metas, margin: float = 0.0,
     if gold_K is not None:
       gold_diff_M = gold_K[better] - gold_K[worse]
       ceiling.append(np.mean((gold_diff_M > 0) + 0.5 * (gold_diff_M == 0)))
-      judged = gold_diff_M != 0
-      if judged.any():
-        agreement.append(np.mean(np.sign(diff_M[judged]) == np.sign(gold_diff_M[judged])))
+      agrees = gold_agreement(diff_M, gold_diff_M)
+      if agrees.size:
+        agreement.append(agrees.mean())
   _with_interval(results, "rm/accuracy", accuracy)
   results["rm/margin"] = float(np.mean(margins))
   for family, values in sorted(by_family.items()):

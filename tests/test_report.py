@@ -1,0 +1,160 @@
+"""The pipeline report: stable report.json keys, best-of-N choice, reward vs KL, win rates
+and RM-vs-gold agreement by hand, missing stages, and `python -m rlhf_jax.evaluate`."""
+import functools
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from rlhf_jax import (checkpoint, configs, evaluate, evaluation, policy, report, sampling,
+                      score, sharding, train)
+from rlhf_jax.tasks import reward_metrics
+from test_experiments import REPO, load_experiment
+
+POLICIES = ("base", "sft", "best_of_4", "best_of_16", "ppo")
+
+
+def _smoke(name: str, **overrides):
+  config = load_experiment(os.path.join(REPO, "experiments", f"{name}.py")).get_config("smoke")
+  return configs.override(config, **overrides)
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(world_runs, tmp_path_factory):
+  """A pipeline workdir as the pipeline writes it: the world smoke stages chained, with
+  pretrain/ and sft/ the shared `world_runs`; RM and PPO run a few steps, and PPO keeps
+  checkpoints 1 and 2."""
+  root = str(tmp_path_factory.mktemp("pipeline"))
+  stage = lambda name: os.path.join(root, name)
+  for name, workdir in zip(("pretrain", "sft"), world_runs):
+    os.symlink(workdir, stage(name))
+  train.run(_smoke("rm_world", total_steps=3, eval_every=3, ckpt_every=3,
+                   init_from=stage("sft")), stage("rm"))
+  train.run(_smoke("ppo_world", total_steps=2, eval_every=0, ckpt_every=1,
+                   init_from=stage("sft"), **{"ppo.reward_from": stage("rm")}), stage("ppo"))
+  return root
+
+
+def _config(**overrides):
+  config = report.default_config()
+  config.update(num_prompts=8, batch_size=16, max_new_tokens=8, best_of="4,16",
+                num_examples=2, seed=0)
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture(scope="module")
+def written(pipeline_dir):
+  return report.write_report(pipeline_dir, _config())
+
+
+def _assert_interval(block, key="mean"):
+  values = [block[key], block["lo"], block["hi"]]
+  assert all(math.isfinite(v) for v in values) and block["lo"] <= block[key] <= block["hi"], block
+
+
+def test_report_json_has_the_stable_keys(pipeline_dir, written):
+  with open(os.path.join(pipeline_dir, "report.json"), encoding="utf-8") as f:
+    saved = json.load(f)
+  assert saved == json.loads(json.dumps(written))
+  assert list(saved["policies"]) == list(POLICIES)
+  for name in POLICIES:
+    gold = saved["policies"][name]["gold"]
+    _assert_interval(gold)
+    assert gold["n"] == 8
+    assert set(gold["by_category"]) == set(evaluation.CATEGORIES)
+    assert gold["by_family"] and all(0 <= v <= 1 for v in gold["by_family"].values())
+  for name in ("sft_vs_base", "ppo_vs_sft"):
+    _assert_interval(saved["diffs"][name])
+  for judge in ("gold", "rm"):
+    _assert_interval(saved["win_rates"]["ppo_vs_sft"][judge], "rate")
+  for key in ("accuracy", "label_ceiling", "gold_agreement"):
+    assert 0 <= saved["rm"][f"{key}_lo"] <= saved["rm"][key] <= saved["rm"][f"{key}_hi"] <= 1
+  assert len(saved["examples"]) == 2 and set(saved["examples"][0]["responses"]) == set(POLICIES)
+  markdown = open(os.path.join(pipeline_dir, "report.md"), encoding="utf-8").read()
+  for image in ("loss_curves.png", "gold_by_policy.png", "reward_vs_kl.png",
+                "rm/rm_reliability.png"):
+    assert f"]({image})" in markdown and os.path.getsize(os.path.join(pipeline_dir, image))
+
+
+def test_best_of_n_keeps_the_candidate_the_reward_model_scores_highest(pipeline_dir, written):
+  with open(os.path.join(pipeline_dir, "report_samples.jsonl"), encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f]
+  assert len(rows) == 8 and all(len(row["candidates"]) == 16 for row in rows)
+  for row in rows:
+    for n in (4, 16):
+      rewards = [c["rm"] for c in row["candidates"][:n]]
+      chosen = row["chosen"][f"best_of_{n}"]
+      assert chosen == int(np.argmax(rewards))
+      assert row["responses"][f"best_of_{n}"]["text"] == row["candidates"][chosen]["text"]
+  # The recorded candidate rewards are the reward model's scores of those texts.
+  row = rows[0]
+  rescored = score.reward_scorer(os.path.join(pipeline_dir, "rm"))(
+      [row["prompt"]], [[c["text"] for c in row["candidates"]]])[0]
+  np.testing.assert_allclose(rescored, [c["rm"] for c in row["candidates"]], atol=1e-5)
+  assert written["policies"]["best_of_16"]["rm"]["mean"] >= (
+      written["policies"]["best_of_4"]["rm"]["mean"])
+
+
+def test_reward_vs_kl_starts_at_the_reference_with_zero_kl(pipeline_dir, written):
+  points = written["reward_vs_kl"]
+  assert [p["label"] for p in points] == ["sft@20", "ppo@1", "ppo@2"]
+  assert checkpoint.saved_steps(os.path.join(pipeline_dir, "ppo")) == [1, 2]
+  assert abs(points[0]["kl"]) < 1e-6 and abs(points[0]["kl_hi"] - points[0]["kl_lo"]) < 1e-6
+  assert points[-1]["rm"] == pytest.approx(written["policies"]["ppo"]["rm"]["mean"])
+  assert points[0]["gold"] == pytest.approx(written["policies"]["sft"]["gold"]["mean"])
+  assert all(math.isfinite(p["kl"]) and math.isfinite(p["rm"]) for p in points)
+
+
+def test_sequence_log_probs_sum_the_samplers_log_probs(world_runs):
+  mesh = sharding.make_mesh(configs.base_config().mesh)
+  sft = policy.load(world_runs[1], mesh)
+  records, _ = evaluation.held_out_records(sft.config.data.path, "test", 8)
+  tokens, mask = evaluation.chat_prompts(sft.tokenizer, records, 64)
+  samples = jax.jit(functools.partial(
+      sampling.sample, sft.model, max_new_tokens=12, eos_id=sft.tokenizer.eos_id,
+      pad_id=sft.tokenizer.pad_id, temperature=1.0))(sft.params, tokens, mask,
+                                                     jax.random.key(0))
+  np.testing.assert_array_equal(
+      evaluation.response_mask(samples.tokens_BxN, sft.tokenizer.eos_id), samples.mask_BxN)
+  log_probs = evaluation.sequence_log_probs(
+      sft.model, sft.params, tokens, mask, np.asarray(samples.tokens_BxN), mesh=mesh,
+      batch_size=8, eos_id=sft.tokenizer.eos_id)
+  np.testing.assert_allclose(log_probs, np.asarray(samples.log_probs_BxN).sum(1), atol=1e-4)
+
+
+def test_win_rate_and_gold_agreement_by_hand():
+  # a beats b, ties, loses, beats: (1 + ½ + 0 + 1) / 4.
+  assert evaluation.win_rate([1, 2, 3, 3], [0, 2, 4, 1])[0] == 0.625
+  # pairs (0,1): RM and judge agree; (0,2): the judge ties, skipped; (1,2): agree.
+  assert reward_metrics.set_gold_agreement([3.0, 1.0, 2.0], [1.0, 0.0, 1.0]) == 1.0
+  # (0,1) an RM tie disagrees; (0,2) and (1,2) the RM orders against the judge.
+  assert reward_metrics.set_gold_agreement([1.0, 1.0, 0.0], [0.0, 0.5, 1.0]) == 0.0
+  assert reward_metrics.set_gold_agreement([1.0, 0.0, 2.0], [0.5, 0.5, 0.5]) is None
+  np.testing.assert_array_equal(
+      reward_metrics.gold_agreement([0.3, -0.1, 0.2, 0.0], [1.0, 1.0, 0.0, -1.0]), [1, 0, 0])
+  np.testing.assert_array_equal(
+      evaluation.response_mask(np.array([[5, 2, 7], [2, 0, 0], [1, 1, 1]]), eos_id=2),
+      [[1, 1, 0], [1, 0, 0], [1, 1, 1]])
+
+
+def test_missing_stages_are_left_out_and_sft_is_required(pipeline_dir, tmp_path, capsys):
+  only_sft = tmp_path / "only_sft"
+  os.makedirs(only_sft / "ppo")  # a stage that has not finished a checkpoint yet
+  os.symlink(os.path.join(pipeline_dir, "sft"), only_sft / "sft")
+  assert evaluate.main(["--workdir", str(only_sft), "--num_prompts", "8", "--batch_size", "8",
+                        "--max_new_tokens", "4", "--num_examples", "1"]) == 0
+  assert "sft: gold" in capsys.readouterr().out
+  saved = json.loads((only_sft / "report.json").read_text())
+  assert list(saved["policies"]) == ["sft"] and "rm" not in saved and not saved["diffs"]
+  assert [n.split()[2] for n in saved["notes"]] == ["pretrain/", "rm/", "ppo/"]
+  assert (only_sft / "report.md").exists() and (only_sft / "gold_by_policy.png").exists()
+
+  no_sft = tmp_path / "no_sft"
+  os.makedirs(no_sft / "rm")
+  assert evaluate.main(["--workdir", str(no_sft)]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "has no sft/ stage workdir" in err[0], err
