@@ -1,4 +1,8 @@
-"""Figures of the evaluation report (matplotlib's Agg backend), each written atomically.
+"""Figures of the evaluation report, each written atomically as a PNG.
+
+Figures are `matplotlib.figure.Figure`s that pyplot does not track: writing one never
+switches the caller's backend, so a notebook that trains or writes a report keeps its
+inline plots.
 
 - `curves`: one panel per stage, metric values against training step.
 - `intervals`: a bar per policy with its 95% interval as an error bar.
@@ -10,27 +14,23 @@ import os
 import numpy as np
 
 
-def pyplot():
-  """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top  (keeps imports light)
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
+def figure(**kwargs):
+  """A new `Figure(**kwargs)`, outside pyplot."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top  (light imports)
+  return Figure(**kwargs)
 
 
 def save(fig, path: str) -> None:
-  """Writes `fig` as a PNG at `path` atomically and closes it."""
+  """Writes `fig` as a PNG at `path` atomically."""
   fig.tight_layout()
   fig.savefig(path + ".tmp.png", dpi=100)
-  pyplot().close(fig)
   os.replace(path + ".tmp.png", path)
 
 
 def curves(panels: dict[str, dict[str, tuple[list, list]]], path: str) -> None:
   """panels: title → {metric name → (steps, values)}; one panel per title, side by side."""
-  plt = pyplot()
-  fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4 * max(1, len(panels)), 3.2),
-                           squeeze=False)
+  fig = figure(figsize=(4 * max(1, len(panels)), 3.2))
+  axes = fig.subplots(1, max(1, len(panels)), squeeze=False)
   for ax, (title, series) in zip(axes[0], panels.items()):
     for name, (steps, values) in series.items():
       ax.plot(steps, values, "-o" if len(steps) < 20 else "-", ms=3, label=name)
@@ -42,9 +42,9 @@ def curves(panels: dict[str, dict[str, tuple[list, list]]], path: str) -> None:
 def intervals(names: list[str], means, los, his, path: str, *, ylabel: str,
               title: str) -> None:
   """A bar per name at its mean, error bars from lo to hi."""
-  plt = pyplot()
   means, los, his = (np.asarray(v, np.float64) for v in (means, los, his))
-  fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.2))
+  fig = figure(figsize=(1.2 * len(names) + 2, 3.2))
+  ax = fig.subplots()
   ax.bar(names, means, yerr=[means - los, his - means], capsize=4, color="tab:blue", alpha=0.8)
   ax.set(ylabel=ylabel, title=title, ylim=(0, max(1.0, float(np.max(his, initial=0)))))
   save(fig, path)
@@ -53,8 +53,8 @@ def intervals(names: list[str], means, los, his, path: str, *, ylabel: str,
 def reward_vs_kl(points: list[dict], logged: dict[str, tuple[list, list]], path: str) -> None:
   """points: {"kl", "rm", "gold", "label"} per checkpoint; logged: PPO's metric name →
   (steps, values) of ppo/score and ppo/kl, drawn as one dot per logged step."""
-  plt = pyplot()
-  fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+  fig = figure(figsize=(9, 3.4))
+  left, right = fig.subplots(1, 2)
   kl = [p["kl"] for p in points]
   for key, marker in (("rm", "o"), ("gold", "s")):
     if all(p.get(key) is not None for p in points):

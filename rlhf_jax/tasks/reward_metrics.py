@@ -88,7 +88,8 @@ def calibration(diff_M, margin: float = 0.0):
 
 def plot_reliability(bins, ece: float, path: str) -> None:
   """Reliability diagram: accuracy against confidence per bin, written atomically."""
-  fig, ax = plots.pyplot().subplots(figsize=(4, 4))
+  fig = plots.figure(figsize=(4, 4))
+  ax = fig.subplots()
   ax.plot([0.5, 1.0], [0.5, 1.0], "k--", lw=1, label="perfectly calibrated")
   conf, acc, count = (np.array(v) for v in zip(*bins)) if bins else ([], [], [])
   ax.scatter(conf, acc, s=20 + 200 * np.asarray(count) / max(1, np.sum(count)), zorder=3)
