@@ -23,7 +23,7 @@ import sys
 import jax
 import ml_collections
 
-from rlhf_jax import evaluation, policy as policy_lib, report, sharding
+from rlhf_jax import configs, evaluation, policy as policy_lib, report, sharding
 from rlhf_jax.errors import UserError
 
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   try:
     if report.is_pipeline(args.workdir):
-      config = ml_collections.ConfigDict({k: getattr(args, k) for k in report.default_config()})
+      config = ml_collections.ConfigDict({k: getattr(args, k) for k in configs.report_block()})
       _print_report(report.write_report(args.workdir, config), args.workdir)
       return 0
     results = run(args)

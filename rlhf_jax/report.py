@@ -42,11 +42,6 @@ _CURVES = {"pretrain": ("train/loss", "eval/loss"), "sft": ("train/loss", "eval/
            "rm": ("train/loss", "rm/loss"), "ppo": ("ppo/score", "ppo/kl", "ppo/reward")}
 
 
-def default_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(num_prompts=0, batch_size=32, max_new_tokens=48,
-                                        best_of="4,16", num_examples=5, seed=0))
-
-
 def is_pipeline(workdir: str) -> bool:
   """A pipeline workdir holds stage workdirs, not a run of its own (no config.json)."""
   return (not os.path.exists(os.path.join(workdir, "config.json"))

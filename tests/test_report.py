@@ -39,7 +39,7 @@ def pipeline_dir(world_runs, tmp_path_factory):
 
 
 def _config(**overrides):
-  config = report.default_config()
+  config = configs.report_block()
   config.update(num_prompts=8, batch_size=16, max_new_tokens=8, best_of="4,16",
                 num_examples=2, seed=0)
   config.update(overrides)
