@@ -310,4 +310,6 @@ def write_report(pipeline_workdir: str, report_config) -> dict:
   _plots(workdir, stages, report)
   _write_text(os.path.join(workdir, "report.json"), json.dumps(report, indent=2) + "\n")
   _write_text(os.path.join(workdir, "report.md"), report_markdown.render(report, workdir))
+  logging.info("report written: %s (report.json and plots beside it)",
+               os.path.join(workdir, "report.md"))
   return report

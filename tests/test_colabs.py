@@ -6,15 +6,25 @@ Notebooks locate repository files through the installed package
 (`pathlib.Path(rlhf_jax.__file__).parents[1]`), so they do not depend on the
 working directory. Skipped: cells that start with a `%` or `!` magic and cells
 whose first line is `# colab-only` (installation).
+
+`chatgpt_quickstart.ipynb` finds its workdir holding the session's smoke pipeline stages
+(`smoke_pipeline` in conftest.py, the same four smoke stages that test_pipeline_runner.py
+tests): its pipeline cell skips the finished stages, as a rerun in Colab does, and the rest
+of the notebook (report, curves, chat) runs on them.
 """
 import glob
 import json
 import os
+import shutil
 
 import pytest
 
+from conftest import SMOKE_PIPELINE_GROUP
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "colabs", "*.ipynb")))
+# notebook -> the workdir (relative to its working directory) seeded with the smoke pipeline
+SEEDED = {"chatgpt_quickstart.ipynb": "runs/chatgpt_quickstart"}
 COLAB_ONLY = "# colab-only"
 
 
@@ -54,14 +64,20 @@ def test_notebook_format(path):
       assert "\t" not in source(cell), f"cell {i}: indent with 2 spaces"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
-def test_notebook_runs(path, tmp_path, monkeypatch):
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=SMOKE_PIPELINE_GROUP) if os.path.basename(p) in SEEDED else p
+    for p in NOTEBOOKS], ids=os.path.basename)
+def test_notebook_runs(path, tmp_path, monkeypatch, request):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   monkeypatch.chdir(tmp_path)
   name = os.path.basename(path)
+  if name in SEEDED:
+    pipeline_dir, _ = request.getfixturevalue("smoke_pipeline")
+    for stage in ("pretrain", "sft", "rm", "ppo"):
+      shutil.copytree(os.path.join(pipeline_dir, stage), tmp_path / SEEDED[name] / stage)
   namespace = {"__name__": "__main__"}
   try:
     for i, cell in enumerate(load(path)["cells"]):

@@ -1,4 +1,5 @@
-"""pretrain smoke → SFT smoke (init_from) on the world, then `sample`, `chat` and `evaluate`."""
+"""The smoke pipeline's pretrain and SFT stages (`world_runs`), through `sample`, `chat`,
+`evaluate` and `collect`."""
 import json
 import math
 import os
@@ -11,7 +12,9 @@ from rlhf_jax import metrics
 from rlhf_jax.data import readers
 from rlhf_jax.evaluation import SAMPLES_FILE
 
-from test_experiments import REPO
+from conftest import REPO, SMOKE_PIPELINE_GROUP
+
+pytestmark = SMOKE_PIPELINE_GROUP  # world_runs are the smoke pipeline's first two stages
 
 
 def run_module(module, *args, stdin=None, timeout=300):
@@ -26,7 +29,7 @@ def test_sft_warm_starts_from_pretraining_and_is_gold_judged(world_runs):
     assert a.read() == b.read()  # the tokenizer is carried forward
   rows = metrics.read_metrics(sft_dir)
   evals = [r for r in rows if "gold/score" in r]
-  assert [r["step"] for r in evals] == [0, 15, 20]
+  assert [r["step"] for r in evals] == [0, 15, 30]
   for r in evals:
     assert r["gold/n"] == 16 and r["gold/score_lo"] <= r["gold/score"] <= r["gold/score_hi"]
     assert 0.0 <= r["gold/score"] <= 1.0
@@ -36,7 +39,7 @@ def test_sft_warm_starts_from_pretraining_and_is_gold_judged(world_runs):
   first = next(r["eval/loss"] for r in rows if "eval/loss" in r)
   assert first < math.log(512) - 0.5, first
   samples = [json.loads(line) for line in open(os.path.join(sft_dir, SAMPLES_FILE))]
-  assert sorted({s["step"] for s in samples}) == [0, 15, 20]
+  assert sorted({s["step"] for s in samples}) == [0, 15, 30]
   assert len(samples) == 3 * 16
   assert all("<|" not in s["response"] for s in samples)
   assert {"total", "correctness", "completeness", "format", "safety", "hygiene"} == set(

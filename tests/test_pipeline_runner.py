@@ -1,11 +1,10 @@
 """`chatgpt_world.py:smoke` through `python -m rlhf_jax.main`: four stages chained in
-WORKDIR/<stage>, skipped when done, resumed when killed; the links checked up front."""
+WORKDIR/<stage>, then the report; finished stages skipped on a rerun, an interrupted one
+resumed to the same numbers; the links checked up front."""
 import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,34 +13,12 @@ from rlhf_jax import configs, metrics, pipeline_runner
 from rlhf_jax.errors import UserError
 
 import test_cli
-from test_train import REPO
+from conftest import REPO, SMOKE_PIPELINE_FLAGS, SMOKE_PIPELINE_GROUP, finish, start_main
+
+pytestmark = SMOKE_PIPELINE_GROUP
 
 STAGES = ["pretrain", "sft", "rm", "ppo"]
-# The smoke pipeline without its report (rlhf_jax/report.py tests that), PPO cut to 4
-# iterations with a checkpoint every 2: command-line overrides of one stage's keys.
-FLAGS = ["--config=experiments/chatgpt_world.py:smoke", "--config.report.num_prompts=0",
-         "--config.ppo.total_steps=4", "--config.ppo.ckpt_every=2"]
 TIMING_KEYS = {"time", "train/steps_per_sec", "train/tokens_per_sec", "train/mfu"}
-
-
-@pytest.fixture(scope="module")
-def run_main(tmp_path_factory):
-  """Starts `python -m rlhf_jax.main FLAGS... --workdir=W`. The runs share a persistent
-  compilation cache: compiling is most of a smoke stage's time, and reruns compile alike."""
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-
-  def start(workdir, *flags):
-    return subprocess.Popen([sys.executable, "-m", "rlhf_jax.main", *FLAGS, *flags,
-                             f"--workdir={workdir}"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  return start
-
-
-def finish(process):
-  _, stderr = process.communicate(timeout=600)
-  assert process.returncode == 0, stderr[-3000:]
-  return stderr
 
 
 def stage_metrics(workdir):
@@ -57,10 +34,8 @@ def stage_metrics(workdir):
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, run_main):
-  """(workdir, stderr) of one uninterrupted smoke pipeline run."""
-  workdir = str(tmp_path_factory.mktemp("pipeline"))
-  return workdir, finish(run_main(workdir))
+def pipeline(smoke_pipeline):
+  return smoke_pipeline
 
 
 def test_stages_run_in_order_each_warm_started_from_the_one_before(pipeline):
@@ -85,10 +60,23 @@ def test_stages_run_in_order_each_warm_started_from_the_one_before(pipeline):
     assert a.read() == b.read()  # SFT kept pretraining's tokenizer: it warm-started
 
 
-def test_rerun_skips_finished_stages_and_warns_of_a_changed_config(pipeline, run_main):
+def test_the_report_is_written_last(pipeline):
+  workdir, stderr = pipeline
+  assert stderr.index("all 4 stages done") < stderr.index("report written")
+  for name in ("report.md", "report.json", "report_samples.jsonl", "gold_by_policy.png",
+               "reward_vs_kl.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  with open(os.path.join(workdir, "report.json"), encoding="utf-8") as f:
+    saved = json.load(f)
+  assert list(saved["policies"]) == ["base", "sft", "best_of_2", "best_of_4", "ppo"]
+  assert [p["label"] for p in saved["reward_vs_kl"]] == ["sft@30", "ppo@2", "ppo@4"]
+
+
+def test_rerun_skips_finished_stages_and_warns_of_a_changed_config(pipeline):
   workdir, _ = pipeline
   before = stage_metrics(workdir)
-  stderr = finish(run_main(workdir, "--config.ppo.total_steps=5"))
+  stderr = finish(start_main(workdir, "--config.ppo.total_steps=5",
+                             "--config.report.num_prompts=0"))
   for i, stage in enumerate(STAGES):
     assert f"stage {i + 1}/4: {stage} already done; skipped" in stderr
   assert "stage ppo finished with a different config" in stderr
@@ -104,21 +92,24 @@ def wait_for(path, process, timeout=300):
     time.sleep(0.05)
 
 
-def test_killed_in_two_stages_then_rerun_matches_the_uninterrupted_run(pipeline, run_main,
-                                                                       tmp_path):
-  """kill -9 during SFT, rerun, kill -9 during PPO, rerun: the same metrics as the fixture's
-  run. Pretraining is copied from it, finished (it is skipped, as on any rerun)."""
+def test_killed_in_three_stages_then_rerun_matches_the_uninterrupted_run(pipeline, tmp_path):
+  """kill -9 during SFT, rerun, kill -9 during the RM, rerun, kill -9 during PPO, rerun: the
+  same logged metrics and the same report as the fixture's uninterrupted run. Pretraining
+  is copied from it, finished (it is skipped, as on any rerun)."""
   workdir = str(tmp_path / "killed")
   shutil.copytree(os.path.join(pipeline[0], "pretrain"), os.path.join(workdir, "pretrain"))
-  for stage, checkpoint in (("sft", "10"), ("ppo", "2")):
-    process = run_main(workdir)
+  for stage, checkpoint in (("sft", "10"), ("rm", "10"), ("ppo", "2")):
+    process = start_main(workdir)
     wait_for(os.path.join(workdir, stage, "checkpoints", checkpoint), process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not pipeline_runner.is_done(os.path.join(workdir, stage)), stage
-  stderr = finish(run_main(workdir))
+  stderr = finish(start_main(workdir))
   assert "stage 3/4: rm already done; skipped" in stderr
   assert stage_metrics(workdir) == stage_metrics(pipeline[0])
+  with open(os.path.join(workdir, "report.json")) as a, open(
+      os.path.join(pipeline[0], "report.json")) as b:
+    assert json.load(a) == json.load(b)
 
 
 def test_stage_configs_resolve_links_and_check_them():
@@ -142,6 +133,6 @@ def test_stage_configs_resolve_links_and_check_them():
 
 
 def test_a_stage_mistake_is_one_line_naming_the_stage(tmp_path):
-  result = test_cli.run_main(*FLAGS, f"--workdir={tmp_path}",
+  result = test_cli.run_main(*SMOKE_PIPELINE_FLAGS, f"--workdir={tmp_path}",
                              f"--config.pretrain.data.path={tmp_path / 'nope.txt'}")
   test_cli.assert_one_line_error(result, "stage pretrain:", "nope.txt", "--config.pretrain.")

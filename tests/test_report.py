@@ -10,31 +10,23 @@ import numpy as np
 import pytest
 
 from rlhf_jax import (checkpoint, configs, evaluate, evaluation, policy, report, sampling,
-                      score, sharding, train)
+                      score, sharding)
 from rlhf_jax.tasks import reward_metrics
-from test_experiments import REPO, load_experiment
+
+from conftest import SMOKE_PIPELINE_GROUP
+
+pytestmark = SMOKE_PIPELINE_GROUP
 
 POLICIES = ("base", "sft", "best_of_4", "best_of_16", "ppo")
 
 
-def _smoke(name: str, **overrides):
-  config = load_experiment(os.path.join(REPO, "experiments", f"{name}.py")).get_config("smoke")
-  return configs.override(config, **overrides)
-
-
 @pytest.fixture(scope="module")
-def pipeline_dir(world_runs, tmp_path_factory):
-  """A pipeline workdir as the pipeline writes it: the world smoke stages chained, with
-  pretrain/ and sft/ the shared `world_runs`; RM and PPO run a few steps, and PPO keeps
-  checkpoints 1 and 2."""
+def pipeline_dir(smoke_pipeline, tmp_path_factory):
+  """The smoke pipeline's stage workdirs, linked into a directory of this module's own (the
+  reports below are written there): PPO kept checkpoints 2 and 4."""
   root = str(tmp_path_factory.mktemp("pipeline"))
-  stage = lambda name: os.path.join(root, name)
-  for name, workdir in zip(("pretrain", "sft"), world_runs):
-    os.symlink(workdir, stage(name))
-  train.run(_smoke("rm_world", total_steps=3, eval_every=3, ckpt_every=3,
-                   init_from=stage("sft")), stage("rm"))
-  train.run(_smoke("ppo_world", total_steps=2, eval_every=0, ckpt_every=1,
-                   init_from=stage("sft"), **{"ppo.reward_from": stage("rm")}), stage("ppo"))
+  for name in ("pretrain", "sft", "rm", "ppo"):
+    os.symlink(os.path.join(smoke_pipeline[0], name), os.path.join(root, name))
   return root
 
 
@@ -101,17 +93,17 @@ def test_best_of_n_keeps_the_candidate_the_reward_model_scores_highest(pipeline_
 
 def test_reward_vs_kl_starts_at_the_reference_with_zero_kl(pipeline_dir, written):
   points = written["reward_vs_kl"]
-  assert [p["label"] for p in points] == ["sft@20", "ppo@1", "ppo@2"]
-  assert checkpoint.saved_steps(os.path.join(pipeline_dir, "ppo")) == [1, 2]
+  assert [p["label"] for p in points] == ["sft@30", "ppo@2", "ppo@4"]
+  assert checkpoint.saved_steps(os.path.join(pipeline_dir, "ppo")) == [2, 4]
   assert abs(points[0]["kl"]) < 1e-6 and abs(points[0]["kl_hi"] - points[0]["kl_lo"]) < 1e-6
   assert points[-1]["rm"] == pytest.approx(written["policies"]["ppo"]["rm"]["mean"])
   assert points[0]["gold"] == pytest.approx(written["policies"]["sft"]["gold"]["mean"])
   assert all(math.isfinite(p["kl"]) and math.isfinite(p["rm"]) for p in points)
 
 
-def test_sequence_log_probs_sum_the_samplers_log_probs(world_runs):
+def test_sequence_log_probs_sum_the_samplers_log_probs(pipeline_dir):
   mesh = sharding.make_mesh(configs.base_config().mesh)
-  sft = policy.load(world_runs[1], mesh)
+  sft = policy.load(os.path.join(pipeline_dir, "sft"), mesh)
   records, _ = evaluation.held_out_records(sft.config.data.path, "test", 8)
   tokens, mask = evaluation.chat_prompts(sft.tokenizer, records, 64)
   samples = jax.jit(functools.partial(
