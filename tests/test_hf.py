@@ -23,8 +23,10 @@ TEXTS = ["Hello world! It's a test, isn't it? We'll see; they've done it.",
          "  leading spaces,\ttabs\t\tand\n\nnewlines   trailing   ",
          "numbers 12345 and 3.14159, code: def f(x): return x**2",
          "I'm you're he's she'd we'll they've don't CAN'T"]
-TINY = dict(n_layer=2, n_embd=32, n_head=4, n_positions=64)
+# initializer_range 0.2 (not 0.02): peaked logits, so greedy decoding does not repeat one token.
+TINY = dict(n_layer=2, n_embd=32, n_head=4, n_positions=64, initializer_range=0.2)
 LOGITS_TOL = 1e-4
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_gpt2_tokenizer_files(directory, vocab_size: int) -> int:
@@ -48,14 +50,18 @@ def write_gpt2_tokenizer_files(directory, vocab_size: int) -> int:
 
 
 def write_gpt2_directory(directory, seed: int = 0, safe: bool = True):
-  """A random tiny GPT2LMHeadModel and its tokenizer files in `directory`; the model."""
+  """A random tiny GPT2LMHeadModel and its tokenizer files in `directory`; the model.
+  `safe=False` stores the weights as pytorch_model.bin (lm_head.weight included)."""
   os.makedirs(directory, exist_ok=True)
   eos = write_gpt2_tokenizer_files(directory, 300)
   config = transformers.GPT2Config(vocab_size=eos + 1, bos_token_id=eos, eos_token_id=eos,
                                    **TINY)
   torch.manual_seed(seed)
   model = transformers.GPT2LMHeadModel(config).eval()
-  model.save_pretrained(str(directory), safe_serialization=safe)
+  model.save_pretrained(str(directory))
+  if not safe:
+    torch.save(model.state_dict(), os.path.join(directory, hf.TORCH_FILE))
+    os.remove(os.path.join(directory, hf.SAFETENSORS_FILE))
   return model
 
 
@@ -97,6 +103,130 @@ def test_import_logits_match_transformers(hf_dir):
   ids = tok.encode(TEXTS[0] + TEXTS[1])[:64]
   theirs = torch_logits(reference, ids)
   ours = our_logits(model, params, ids)
-  diff = np.abs(ours[:, :300] - theirs).max()
+  diff = np.abs(ours[:, :theirs.shape[1]] - theirs).max()
   print(f"import: max |logit diff| = {diff:.2e}")
   assert diff < LOGITS_TOL
+
+
+def load_exported(out):
+  model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+  return model, transformers.AutoTokenizer.from_pretrained(out)
+
+
+def test_export_round_trip_logits_generation_and_chat(hf_dir, tmp_path):
+  directory, reference = hf_dir
+  model, params, tok = import_gpt2(directory)
+  out = str(tmp_path / "exported")
+  os.makedirs(out)
+  export.write_model(out, model.cfg, params, tok)
+  export.write_tokenizer(out, tok, model.cfg.max_len)
+  loaded, loaded_tok = load_exported(out)
+  assert loaded.config.vocab_size == tok.vocab_size == reference.config.vocab_size + 4
+
+  ids = tok.encode(TEXTS[2] + TEXTS[3])[:64]
+  theirs = torch_logits(loaded, ids)
+  ours = our_logits(model, params, ids)
+  diff = np.abs(ours[:, :tok.vocab_size] - theirs).max()
+  original = torch_logits(reference, ids)
+  diff_original = np.abs(theirs[:, :original.shape[1]] - original).max()
+  print(f"export: max |logit diff| = {diff:.2e} (ours), {diff_original:.2e} (the original)")
+  assert diff < LOGITS_TOL and diff_original < LOGITS_TOL
+
+  messages = [{"role": "system", "content": "Be brief."},
+              {"role": "user", "content": "Hello, isn't it?"},
+              {"role": "assistant", "content": "It's 🙂."},
+              {"role": "user", "content": "  again\n"}]
+  prompt = tok.encode_chat(messages, add_generation_prompt=True)[0]
+  templated = loaded_tok.apply_chat_template(messages, add_generation_prompt=True,
+                                             tokenize=True)
+  assert list(getattr(templated, "input_ids", templated)) == prompt
+
+  new_tokens = 24
+  samples = sampling.sample(model, params, jnp.asarray([prompt]), jnp.ones((1, len(prompt))),
+                            jax.random.key(0), max_new_tokens=new_tokens, eos_id=tok.eos_id,
+                            pad_id=tok.pad_id, temperature=0.0)
+  ours_ids = np.asarray(samples.tokens_BxN[0])[:int(samples.lengths_B[0])].tolist()
+  with torch.no_grad():
+    generated = loaded.generate(torch.tensor([prompt]), max_new_tokens=new_tokens,
+                                do_sample=False, attention_mask=torch.ones(1, len(prompt)))
+  theirs_ids = generated[0, len(prompt):].tolist()
+  print(f"greedy: ours {ours_ids}\n        theirs {theirs_ids}")
+  assert ours_ids == theirs_ids and len(set(ours_ids)) > 1
+
+
+def test_tokenizer_encodes_like_gpt2_tokenizer(tmp_path):
+  two_files = tmp_path / "two_files"
+  two_files.mkdir()
+  eos = write_gpt2_tokenizer_files(two_files, 700)
+  reference = transformers.GPT2Tokenizer.from_pretrained(str(two_files))
+  one_file = str(tmp_path / "tokenizer_json")
+  reference.save_pretrained(one_file)
+  for directory in (str(two_files), one_file):
+    ours, base_size = tokenizer_lib.load_gpt2_directory(directory)
+    theirs = transformers.GPT2Tokenizer.from_pretrained(directory)
+    assert base_size == len(theirs) == eos + 1 > 400
+    for text in TEXTS + ["".join(TEXTS), " a", "a  b", "\u00a0x\u2028y"]:
+      ids = ours.encode(text)
+      assert ids == theirs.encode(text, add_special_tokens=False), (directory, text)
+      assert ours.decode(ids) == text
+    # Our special tokens follow GPT-2's vocabulary; GPT-2's <|endoftext|> is our EOS.
+    assert ours.eos_id == theirs.convert_tokens_to_ids(EOS) == eos
+    assert sorted([ours.pad_id, ours.system_id, ours.user_id, ours.assistant_id]) == [
+        eos + 1, eos + 2, eos + 3, eos + 4]
+
+
+def test_pytorch_bin_imports_like_safetensors(tmp_path):
+  directory = str(tmp_path / "bin")
+  reference = write_gpt2_directory(directory, seed=1, safe=False)
+  assert os.path.exists(os.path.join(directory, hf.TORCH_FILE))
+  assert not os.path.exists(os.path.join(directory, hf.SAFETENSORS_FILE))
+  model, params, tok = import_gpt2(directory)
+  ids = tok.encode(TEXTS[4])
+  theirs = torch_logits(reference, ids)
+  assert np.abs(our_logits(model, params, ids)[:, :theirs.shape[1]] - theirs).max() < LOGITS_TOL
+
+
+def run_stage(experiment: str, init_from: str, workdir: str, data_path: str, **overrides):
+  """A few steps of an experiment's :smoke variant started from `init_from`."""
+  from rlhf_jax import train  # pylint: disable=g-import-not-at-top
+  config = configs.experiment_module(os.path.join(REPO, "experiments", experiment))
+  config = config.get_config("smoke")
+  configs.override(config, init_from=init_from, **{"data.path": data_path}, **overrides)
+  train.run(config, workdir)
+  return config
+
+
+def read_tensor(directory, name):
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  tensors = load_file(os.path.join(directory, hf.SAFETENSORS_FILE))
+  return tensors.get(name, tensors.get(f"transformer.{name}"))
+
+
+def test_sft_from_gpt2_directory_exports_to_transformers(hf_dir, tmp_path):
+  from test_experiments import hh_like  # pylint: disable=g-import-not-at-top
+  from rlhf_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  directory, _ = hf_dir
+  workdir, out = str(tmp_path / "sft"), str(tmp_path / "sft_hf")
+  run_stage("sft_hh.py", directory, workdir, hh_like(tmp_path / "hh.jsonl.gz"),
+            total_steps=4, eval_every=0)
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    model_block = json.load(f)["model"]
+  assert [model_block[k] for k in ("num_layers", "num_heads", "embed_dim", "max_len")] == [
+      2, 4, 32, 64]
+  assert export.main(["--workdir", workdir, "--out", out]) == 0
+
+  # Warm-started: 4 Adam steps of lr ≤ 3e-3 move no weight far from GPT-2's N(0, 0.2).
+  name = "h.0.attn.c_attn.weight"
+  moved = np.abs(read_tensor(out, name) - read_tensor(directory, name)).max()
+  assert 0 < moved < 0.05, moved
+
+  policy = policy_lib.load(workdir)
+  loaded, loaded_tok = load_exported(out)
+  messages = [{"role": "user", "content": "How do I bake bread?"},
+              {"role": "assistant", "content": "Sure, here is how."}]
+  ids = policy.tokenizer.encode_chat(messages)[0]
+  assert loaded_tok.apply_chat_template(messages, tokenize=True, return_dict=False) == ids
+  theirs = torch_logits(loaded, ids)
+  diff = np.abs(our_logits(policy.model, policy.params, ids)[:, :theirs.shape[1]] - theirs).max()
+  print(f"SFT export: max |logit diff| = {diff:.2e}")
+  assert np.isfinite(theirs).all() and diff < LOGITS_TOL
