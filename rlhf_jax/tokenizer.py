@@ -197,11 +197,13 @@ def load_gpt2_directory(directory: str) -> tuple[Tokenizer, int]:
 
 
 def load(path: str) -> Tokenizer:
-  """Loads a tokenizer.json, or a directory with tokenizer.json or GPT-2 vocab.json + merges.txt."""
+  """Loads a tokenizer.json, or a directory with one of ours or a Hugging Face GPT-2
+  tokenizer (`load_gpt2_directory`: tokenizer.json or vocab.json + merges.txt)."""
   if os.path.isdir(path):
-    if os.path.exists(os.path.join(path, TOKENIZER_FILE)):
-      return load(os.path.join(path, TOKENIZER_FILE))
-    if os.path.exists(os.path.join(path, "vocab.json")):
+    own_file = os.path.join(path, TOKENIZER_FILE)
+    if os.path.exists(own_file) and PAD in _load_hf_tokenizer_json(own_file).get_vocab():
+      return load(own_file)
+    if os.path.exists(own_file) or os.path.exists(os.path.join(path, "vocab.json")):
       return load_gpt2_directory(path)[0]
     raise UserError(f"no {TOKENIZER_FILE} or vocab.json + merges.txt in directory {path}; "
                     "point the tokenizer path at one")

@@ -187,10 +187,11 @@ def test_pytorch_bin_imports_like_safetensors(tmp_path):
 
 
 def run_stage(experiment: str, init_from: str, workdir: str, data_path: str, **overrides):
-  """A few steps of an experiment's :smoke variant started from `init_from`."""
+  """A few steps of `experiment` ("file.py:variant") started from `init_from`."""
   from rlhf_jax import train  # pylint: disable=g-import-not-at-top
-  config = configs.experiment_module(os.path.join(REPO, "experiments", experiment))
-  config = config.get_config("smoke")
+  file_name, variant = experiment.split(":")
+  module = configs.experiment_module(os.path.join(REPO, "experiments", file_name))
+  config = module.get_config(variant)
   configs.override(config, init_from=init_from, **{"data.path": data_path}, **overrides)
   train.run(config, workdir)
   return config
@@ -207,18 +208,19 @@ def test_sft_from_gpt2_directory_exports_to_transformers(hf_dir, tmp_path):
   from rlhf_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
   directory, _ = hf_dir
   workdir, out = str(tmp_path / "sft"), str(tmp_path / "sft_hf")
-  run_stage("sft_hh.py", directory, workdir, hh_like(tmp_path / "hh.jsonl.gz"),
-            total_steps=4, eval_every=0)
+  # The :gpt2 variant at smoke size (its shape comes from the directory's config.json).
+  run_stage("sft_hh.py:gpt2", directory, workdir, hh_like(tmp_path / "hh.jsonl.gz"),
+            total_steps=3, eval_every=0, **{"data.seq_len": 64, "optim.warmup_steps": 1})
   with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
     model_block = json.load(f)["model"]
   assert [model_block[k] for k in ("num_layers", "num_heads", "embed_dim", "max_len")] == [
       2, 4, 32, 64]
   assert export.main(["--workdir", workdir, "--out", out]) == 0
 
-  # Warm-started: 4 Adam steps of lr ≤ 3e-3 move no weight far from GPT-2's N(0, 0.2).
+  # Warm-started: 3 Adam steps of lr ≤ 3e-5 move no weight far from GPT-2's N(0, 0.2).
   name = "h.0.attn.c_attn.weight"
   moved = np.abs(read_tensor(out, name) - read_tensor(directory, name)).max()
-  assert 0 < moved < 0.05, moved
+  assert 0 < moved < 1e-3, moved
 
   policy = policy_lib.load(workdir)
   loaded, loaded_tok = load_exported(out)
@@ -230,3 +232,136 @@ def test_sft_from_gpt2_directory_exports_to_transformers(hf_dir, tmp_path):
   diff = np.abs(our_logits(policy.model, policy.params, ids)[:, :theirs.shape[1]] - theirs).max()
   print(f"SFT export: max |logit diff| = {diff:.2e}")
   assert np.isfinite(theirs).all() and diff < LOGITS_TOL
+
+
+def test_reward_model_from_gpt2_directory_exports_backbone_and_head(hf_dir, tmp_path):
+  from test_experiments import hh_like  # pylint: disable=g-import-not-at-top
+  from rlhf_jax.models import heads  # pylint: disable=g-import-not-at-top
+  from rlhf_jax.tasks import reward  # pylint: disable=g-import-not-at-top
+  directory, _ = hf_dir
+  workdir, out = str(tmp_path / "rm"), str(tmp_path / "rm_hf")
+  run_stage("rm_hh.py:smoke", directory, workdir, hh_like(tmp_path / "hh.jsonl.gz"),
+            total_steps=2, eval_every=0)
+  assert export.main(["--workdir", workdir, "--out", out]) == 0
+  model, params, norm, tok = reward.load_reward_model(workdir)
+
+  ids = tok.encode_chat([{"role": "user", "content": "How do I fix a bike?"},
+                         {"role": "assistant", "content": "Sure, here is how."}])[0]
+  values = model.apply({"params": params}, jnp.asarray([ids]))
+  ours = float(norm.gain * heads.last_token_values(values, jnp.ones((1, len(ids))))[0]
+               + norm.bias)
+  with open(os.path.join(out, export.HEAD_CARD), encoding="utf-8") as f:
+    card = json.load(f)
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  head = load_file(os.path.join(out, card["weights"]))
+  backbone = transformers.AutoModel.from_pretrained(out).eval()
+  with torch.no_grad():
+    h = backbone(torch.tensor([ids])).last_hidden_state[0, -1].numpy()
+  theirs = card["gain"] * (h @ head["weight"] + head["bias"][0]) + card["offset"]
+  print(f"reward: ours {ours:.6f}, from the export {theirs:.6f}")
+  assert abs(ours - theirs) < 1e-4
+
+
+def write_sparse_safetensors(path, shapes: dict) -> None:
+  """A float32 safetensors file of `shapes` whose data is a hole in the file (reads as 0):
+  full-size headers at no disk or memory cost."""
+  header, offset = {"__metadata__": {"format": "pt"}}, 0
+  for name, shape in shapes.items():
+    size = 4 * int(np.prod(shape))
+    header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
+    offset += size
+  encoded = json.dumps(header).encode()
+  encoded += b" " * (-len(encoded) % 8)
+  with open(path, "wb") as f:
+    f.write(len(encoded).to_bytes(8, "little") + encoded)
+    f.truncate(8 + len(encoded) + offset)
+
+
+def write_gpt2_sized_tokenizer(directory) -> None:
+  """GPT-2's vocabulary size (50,257): 256 bytes, 50,000 merges of two bytes, <|endoftext|>."""
+  from tokenizers import pre_tokenizers  # pylint: disable=g-import-not-at-top
+  alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+  pairs = [(a, b) for a in alphabet for b in alphabet][:50_000]
+  tokens = alphabet + [a + b for a, b in pairs] + [EOS]
+  with open(os.path.join(directory, "vocab.json"), "w", encoding="utf-8") as f:
+    json.dump({token: i for i, token in enumerate(tokens)}, f, ensure_ascii=False)
+  with open(os.path.join(directory, "merges.txt"), "w", encoding="utf-8") as f:
+    f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in pairs))
+
+
+def test_full_size_gpt2_imports_by_shape(tmp_path):
+  directory = str(tmp_path / "gpt2")
+  os.makedirs(directory)
+  transformers.GPT2Config().to_json_file(os.path.join(directory, hf.CONFIG_FILE))
+  spec = hf.read_spec(directory)
+  shapes = hf.hf_shapes(spec)  # the Hub's gpt2 keys: no prefix, attention-mask buffers
+  shapes.update({f"h.{i}.attn.bias": (1, 1, 1024, 1024) for i in range(spec.num_layers)})
+  write_sparse_safetensors(os.path.join(directory, hf.SAFETENSORS_FILE), shapes)
+  write_gpt2_sized_tokenizer(directory)
+
+  config = configs.base_config()
+  config.init_from = directory
+  config = hf.resolve_config(config)
+  tok, base_size = tokenizer_lib.load_gpt2_directory(directory)
+  assert (base_size, tok.vocab_size, tok.eos_id) == (50257, 50261, 50256)
+  cfg = gpt.config_from(config.model, tok.vocab_size)
+  assert (cfg.num_layers, cfg.num_heads, cfg.embed_dim, cfg.max_len) == (12, 12, 768, 1024)
+  abstract = jax.eval_shape(gpt.GPT(cfg).init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+  leaves = jax.tree_util.tree_flatten_with_path(abstract["params"])[0]
+  ours = {hf._leaf_name(path): (leaf.shape, str(leaf.dtype)) for path, leaf in leaves}  # pylint: disable=protected-access
+  assert hf.params_shapes(directory) == ours  # what restore_params fills, leaf for leaf
+  num_params = gpt.count_params(abstract["params"])
+  added_rows, padding_rows = 4, cfg.padded_vocab - tok.vocab_size  # PAD + 3 role markers; 43
+  assert num_params - padding_rows * 768 == 124_439_808 + added_rows * 768 == 124_442_880
+  assert num_params == 124_475_904
+
+
+def _copy_directory(source, target, skip=()):
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(source, target, ignore=lambda _, names: [n for n in names if n in skip])
+  return str(target)
+
+
+def _non_gpt2(directory, tmp_path):
+  target = _copy_directory(directory, tmp_path / "llama")
+  with open(os.path.join(target, hf.CONFIG_FILE), "w", encoding="utf-8") as f:
+    json.dump({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, f)
+  return target, hf.CONFIG_FILE, "model_type 'llama' is not GPT-2"
+
+
+def _missing_weights(directory, tmp_path):
+  target = _copy_directory(directory, tmp_path / "no_weights", skip=(hf.SAFETENSORS_FILE,))
+  return target, hf.SAFETENSORS_FILE, "does not exist"
+
+
+def _narrow_wte(directory, tmp_path):
+  from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+  target = _copy_directory(directory, tmp_path / "narrow_wte")
+  path = os.path.join(target, hf.SAFETENSORS_FILE)
+  tensors = load_file(path)
+  tensors["transformer.wte.weight"] = tensors["transformer.wte.weight"][:, :31].copy()
+  save_file(tensors, path)
+  return target, hf.SAFETENSORS_FILE, "transformer.wte.weight has shape"
+
+
+@pytest.mark.parametrize("make_broken", [_non_gpt2, _missing_weights, _narrow_wte],
+                         ids=lambda f: f.__name__[1:])
+def test_broken_directory_is_one_error_line(hf_dir, tmp_path, make_broken):
+  from test_cli import assert_one_line_error, run_main  # pylint: disable=g-import-not-at-top
+  broken, file_name, problem = make_broken(hf_dir[0], tmp_path)
+  before = sorted(os.listdir(broken))
+  result = run_main("--config=experiments/sft_hh.py:smoke", f"--workdir={tmp_path / 'run'}",
+                    f"--config.init_from={broken}")
+  assert_one_line_error(result, os.path.join(broken, file_name), problem)
+  assert sorted(os.listdir(broken)) == before  # the source directory is only read
+
+
+def test_export_refuses_a_missing_workdir_or_a_used_out(tmp_path, capsys):
+  (tmp_path / "used").mkdir()
+  (tmp_path / "used" / "file").write_text("x")
+  for args in (["--workdir", str(tmp_path / "nope"), "--out", str(tmp_path / "out")],
+               ["--workdir", str(tmp_path), "--out", str(tmp_path / "used")]):
+    assert export.main(args) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: "), errors
+  assert not os.path.exists(tmp_path / "out")
