@@ -282,9 +282,11 @@ def resolve_config(config):
   return config
 
 
-def _leaf_name(path) -> str:
+def param_name(path) -> str:
+  """A params tree path as a name, e.g. h_0/attn/qkv/kernel (an nn.Partitioned box's
+  trailing /value dropped)."""
   keys = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
-  return "/".join(keys[:-1] if keys[-1] == "value" else keys)  # nn.Partitioned boxes
+  return "/".join(keys[:-1] if keys[-1] == "value" else keys)
 
 
 def restore_params(directory: str, abstract_params, shardings):
@@ -296,7 +298,7 @@ def restore_params(directory: str, abstract_params, shardings):
   by_our_name = {our_name(name): name for name in keys}
 
   def restore(path, abstract, sharding):
-    name = _leaf_name(path)
+    name = param_name(path)
     if name not in by_our_name:
       raise UserError(f"init_from={directory}: our model has {name}, which GPT-2 lacks; "
                       f"warm-start a GPT-2 shaped model")
@@ -338,7 +340,7 @@ def gpt_param_shapes(spec: Spec, padded_vocab: int) -> dict[str, tuple]:
 def hf_tensors(params, spec: Spec, vocab_size: int) -> dict[str, np.ndarray]:
   """HF tensors ('transformer.'-prefixed, as GPT2LMHeadModel saves them) of our GPT params
   (plain arrays); wte keeps the tokenizer's `vocab_size` rows (padding rows dropped)."""
-  flat = {_leaf_name(path): np.asarray(leaf, np.float32) for path, leaf
+  flat = {param_name(path): np.asarray(leaf, np.float32) for path, leaf
           in jax.tree_util.tree_flatten_with_path(params)[0]}
   out = {}
   for name, shape in hf_shapes(spec._replace(vocab_size=vocab_size)).items():

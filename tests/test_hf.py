@@ -71,18 +71,20 @@ def hf_dir(tmp_path_factory):
   return str(directory), write_gpt2_directory(directory)
 
 
-def import_gpt2(directory):
+def import_gpt2(directory, fsdp: int = 1):
   """(model, params, tokenizer) imported the way a stage does it: resolve_config fixes the
-  shape, restore_params the weights (one device)."""
+  shape, restore_params the weights into the mesh's shardings (data x fsdp = 8 devices)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from rlhf_jax import sharding  # pylint: disable=g-import-not-at-top
   config = configs.base_config()
-  config.init_from = directory
+  configs.override(config, init_from=directory, **{"mesh.fsdp": fsdp})
   config = hf.resolve_config(config)
   tok, _ = tokenizer_lib.load_gpt2_directory(directory)
   model = gpt.GPT(gpt.config_from(config.model, tok.vocab_size))
   abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  params = hf.restore_params(directory, abstract["params"],
-                             jax.tree.map(lambda _: device, abstract["params"]))
+  mesh = sharding.make_mesh(config.mesh)
+  shardings = sharding.logical_shardings(abstract["params"], mesh, sharding.rules(config.mesh))
+  params = hf.restore_params(directory, nn.unbox(abstract["params"]), shardings)
   return model, params, tok
 
 
@@ -98,8 +100,9 @@ def torch_logits(model, ids):
 
 def test_import_logits_match_transformers(hf_dir):
   directory, reference = hf_dir
-  model, params, tok = import_gpt2(directory)
+  model, params, tok = import_gpt2(directory, fsdp=2)
   assert model.cfg.num_layers == 2 and model.cfg.embed_dim == 32 and model.cfg.max_len == 64
+  assert not params["wte"]["embedding"].sharding.is_fully_replicated  # FSDP shards
   ids = tok.encode(TEXTS[0] + TEXTS[1])[:64]
   theirs = torch_logits(reference, ids)
   ours = our_logits(model, params, ids)
@@ -163,6 +166,7 @@ def test_tokenizer_encodes_like_gpt2_tokenizer(tmp_path):
   reference.save_pretrained(one_file)
   for directory in (str(two_files), one_file):
     ours, base_size = tokenizer_lib.load_gpt2_directory(directory)
+    assert tokenizer_lib.load(directory).fingerprint == ours.fingerprint  # tokenizer.path
     theirs = transformers.GPT2Tokenizer.from_pretrained(directory)
     assert base_size == len(theirs) == eos + 1 > 400
     for text in TEXTS + ["".join(TEXTS), " a", "a  b", "\u00a0x\u2028y"]:
@@ -308,7 +312,7 @@ def test_full_size_gpt2_imports_by_shape(tmp_path):
   assert (cfg.num_layers, cfg.num_heads, cfg.embed_dim, cfg.max_len) == (12, 12, 768, 1024)
   abstract = jax.eval_shape(gpt.GPT(cfg).init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
   leaves = jax.tree_util.tree_flatten_with_path(abstract["params"])[0]
-  ours = {hf._leaf_name(path): (leaf.shape, str(leaf.dtype)) for path, leaf in leaves}  # pylint: disable=protected-access
+  ours = {hf.param_name(path): (leaf.shape, str(leaf.dtype)) for path, leaf in leaves}
   assert hf.params_shapes(directory) == ours  # what restore_params fills, leaf for leaf
   num_params = gpt.count_params(abstract["params"])
   added_rows, padding_rows = 4, cfg.padded_vocab - tok.vocab_size  # PAD + 3 role markers; 43
