@@ -46,6 +46,7 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_FILE = "pytorch_model.bin"
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # one function, three names
 _BUFFERS = ("attn.bias", "attn.masked_bias")  # causal-mask buffers of old checkpoints
+_NUMPY_DTYPES = ("F64", "F32", "F16")
 
 # Per-layer tensors, HF suffix → our suffix.
 _LAYER_NAMES = {
@@ -146,31 +147,30 @@ def our_name(hf_name: str) -> str:
 
 
 class Weights(NamedTuple):
-  """A directory's tensors: `shapes` by HF name (no prefix), `read(name)` → float32 array."""
+  """A directory's tensors by their key in the file: shape, dtype, `read(key)` → float32."""
   path: str           # the file named in messages
   shapes: dict
+  dtypes: dict        # safetensors names ("F32", "BF16", ...)
   read: Callable[[str], np.ndarray]
 
 
 def _safetensors_weights(directory: str, files: list[str]) -> Weights:
-  located, shapes = {}, {}
+  located, shapes, dtypes = {}, {}, {}
   for file in files:
     path = os.path.join(directory, file)
     try:
       with safe_open(path, framework="numpy") as f:
         for key in f.keys():
           tensor = f.get_slice(key)
-          if tensor.get_dtype() not in ("F32", "F16", "F64"):
-            raise UserError(f"{path}: {key} is stored as {tensor.get_dtype()}, which NumPy "
-                            f"cannot read; save the model in float32 or float16")
           located[key], shapes[key] = path, tuple(tensor.get_shape())
+          dtypes[key] = tensor.get_dtype()
     except (OSError, ValueError, RuntimeError) as e:  # missing shard, bad header
       raise UserError(f"{path}: cannot read it ({str(e).splitlines()[0]}); "
                       f"download the weights again") from None
-  def read(name):
-    with safe_open(located[name], framework="numpy") as f:
-      return f.get_tensor(name).astype(np.float32)
-  return Weights(os.path.join(directory, files[0]), shapes, read)
+  def read(key):
+    with safe_open(located[key], framework="numpy") as f:
+      return f.get_tensor(key).astype(np.float32)
+  return Weights(os.path.join(directory, files[0]), shapes, dtypes, read)
 
 
 def _torch_weights(path: str) -> Weights:
@@ -184,7 +184,8 @@ def _torch_weights(path: str) -> Weights:
   except Exception as e:  # pylint: disable=broad-except  (torch raises many types)
     raise UserError(f"{path}: cannot read it ({str(e).splitlines()[0]})") from None
   arrays = {k: v.float().numpy() for k, v in state.items()}
-  return Weights(path, {k: tuple(v.shape) for k, v in arrays.items()}, arrays.__getitem__)
+  return Weights(path, {k: tuple(v.shape) for k, v in arrays.items()},
+                 dict.fromkeys(arrays, "F32"), arrays.__getitem__)
 
 
 def open_weights(directory: str) -> Weights:
@@ -215,20 +216,27 @@ def checked_weights(directory: str, spec: Spec) -> tuple[Weights, dict[str, str]
       keys[name] = key
   expected = hf_shapes(spec)
   problems = []
+  def some(names):
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
   missing = sorted(set(expected) - set(keys))
   if missing:
-    problems.append(f"missing {len(missing)} tensors ({', '.join(missing[:3])}, ...)")
+    problems.append(f"missing {len(missing)} tensors ({some(missing)})")
   unknown = sorted(set(keys) - set(expected))
   if unknown:
-    problems.append(f"tensors GPT-2 does not have ({', '.join(unknown[:3])})")
+    problems.append(f"tensors GPT-2 does not have ({some(unknown)})")
   for name in sorted(set(expected) & set(keys)):
-    if weights.shapes[keys[name]] != expected[name]:
-      problems.append(f"{keys[name]} has shape {weights.shapes[keys[name]]} but config.json "
-                      f"implies {expected[name]}")
+    key = keys[name]
+    if weights.shapes[key] != expected[name]:
+      problems.append(f"{key} has shape {weights.shapes[key]} but config.json implies "
+                      f"{expected[name]}")
+      break
+    if weights.dtypes[key] not in _NUMPY_DTYPES:
+      problems.append(f"{key} is stored as {weights.dtypes[key]}, which NumPy cannot read "
+                      f"(save the model in float32 or float16)")
       break
   if problems:
-    raise UserError(f"{weights.path}: {'; '.join(problems)}; the weights do not fit their "
-                    f"config.json (use the directory's own files)")
+    raise UserError(f"{weights.path}: {'; '.join(problems)}; use a GPT-2 directory whose "
+                    f"weights match its config.json")
   head = "lm_head.weight" if "lm_head.weight" in weights.shapes else None
   if head and not np.array_equal(weights.read(head), weights.read(keys["wte.weight"])):
     raise UserError(f"{weights.path}: lm_head.weight differs from wte.weight; our GPT ties "
@@ -260,7 +268,8 @@ def _tokenizer(directory: str, spec: Spec):
 
 def resolve_config(config):
   """`config` with `model`'s shape taken from init_from's config.json when that is a
-  Hugging Face GPT-2 directory (else unchanged). Reads headers only; checks every tensor.
+  Hugging Face GPT-2 directory (else unchanged). Checks the tokenizer and every tensor's
+  name, shape and dtype from the file headers, so a bad directory fails before training.
 
   The resolved config (written to the workdir's config.json) states the shape, so later
   loads need no directory. A model field set to another value is a UserError.

@@ -360,6 +360,15 @@ def test_broken_directory_is_one_error_line(hf_dir, tmp_path, make_broken):
   assert sorted(os.listdir(broken)) == before  # the source directory is only read
 
 
+def test_model_setting_that_contradicts_config_json_is_an_error(hf_dir):
+  config = configs.base_config()
+  configs.override(config, init_from=hf_dir[0], **{"model.num_layers": 4})
+  with pytest.raises(hf.UserError, match="model.num_layers=4 but .* n_layer=2"):
+    hf.resolve_config(config)
+  configs.override(config, **{"model.num_layers": 2})  # the same value is fine
+  assert hf.resolve_config(config).model.embed_dim == 32 and config.model.embed_dim == 0
+
+
 def test_export_refuses_a_missing_workdir_or_a_used_out(tmp_path, capsys):
   (tmp_path / "used").mkdir()
   (tmp_path / "used" / "file").write_text("x")
