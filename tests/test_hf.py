@@ -5,14 +5,21 @@ locally: logits to 1e-4 in fp32, greedy generation, tokenizer ids, chat template
 """
 import json
 import os
+import shutil
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from rlhf_jax import configs, export, hf, sampling, tokenizer as tokenizer_lib
-from rlhf_jax.models import gpt
+from rlhf_jax import configs, export, hf, policy as policy_lib, sampling, sharding, train
+from rlhf_jax import tokenizer as tokenizer_lib
+from rlhf_jax.models import gpt, heads
+from rlhf_jax.tasks import reward
 
 torch = pytest.importorskip("torch", reason="the HF equivalence tests need torch (CPU)")
 transformers = pytest.importorskip("transformers", reason="pip install -e '.[hf]'")
@@ -32,8 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def write_gpt2_tokenizer_files(directory, vocab_size: int) -> int:
   """A byte-level BPE trained on TEXTS, saved as GPT-2's vocab.json + merges.txt with
   <|endoftext|> as its last id (as in GPT-2); returns that id."""
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # pylint: disable=g-import-not-at-top
-  bpe = Tokenizer(models.BPE())
+  bpe = tokenizers.Tokenizer(models.BPE())
   bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   bpe.decoder = decoders.ByteLevel()
   bpe.train_from_iterator(TEXTS * 20, trainers.BpeTrainer(
@@ -74,8 +80,6 @@ def hf_dir(tmp_path_factory):
 def import_gpt2(directory, fsdp: int = 1):
   """(model, params, tokenizer) imported the way a stage does it: resolve_config fixes the
   shape, restore_params the weights into the mesh's shardings (data x fsdp = 8 devices)."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  from rlhf_jax import sharding  # pylint: disable=g-import-not-at-top
   config = configs.base_config()
   configs.override(config, init_from=directory, **{"mesh.fsdp": fsdp})
   config = hf.resolve_config(config)
@@ -192,7 +196,6 @@ def test_pytorch_bin_imports_like_safetensors(tmp_path):
 
 def run_stage(experiment: str, init_from: str, workdir: str, data_path: str, **overrides):
   """A few steps of `experiment` ("file.py:variant") started from `init_from`."""
-  from rlhf_jax import train  # pylint: disable=g-import-not-at-top
   file_name, variant = experiment.split(":")
   module = configs.experiment_module(os.path.join(REPO, "experiments", file_name))
   config = module.get_config(variant)
@@ -202,14 +205,12 @@ def run_stage(experiment: str, init_from: str, workdir: str, data_path: str, **o
 
 
 def read_tensor(directory, name):
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   tensors = load_file(os.path.join(directory, hf.SAFETENSORS_FILE))
   return tensors.get(name, tensors.get(f"transformer.{name}"))
 
 
 def test_sft_from_gpt2_directory_exports_to_transformers(hf_dir, tmp_path):
   from test_experiments import hh_like  # pylint: disable=g-import-not-at-top
-  from rlhf_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
   directory, _ = hf_dir
   workdir, out = str(tmp_path / "sft"), str(tmp_path / "sft_hf")
   # The :gpt2 variant at smoke size (its shape comes from the directory's config.json).
@@ -240,8 +241,6 @@ def test_sft_from_gpt2_directory_exports_to_transformers(hf_dir, tmp_path):
 
 def test_reward_model_from_gpt2_directory_exports_backbone_and_head(hf_dir, tmp_path):
   from test_experiments import hh_like  # pylint: disable=g-import-not-at-top
-  from rlhf_jax.models import heads  # pylint: disable=g-import-not-at-top
-  from rlhf_jax.tasks import reward  # pylint: disable=g-import-not-at-top
   directory, _ = hf_dir
   workdir, out = str(tmp_path / "rm"), str(tmp_path / "rm_hf")
   run_stage("rm_hh.py:smoke", directory, workdir, hh_like(tmp_path / "hh.jsonl.gz"),
@@ -256,7 +255,6 @@ def test_reward_model_from_gpt2_directory_exports_backbone_and_head(hf_dir, tmp_
                + norm.bias)
   with open(os.path.join(out, export.HEAD_CARD), encoding="utf-8") as f:
     card = json.load(f)
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   head = load_file(os.path.join(out, card["weights"]))
   backbone = transformers.AutoModel.from_pretrained(out).eval()
   with torch.no_grad():
@@ -283,7 +281,6 @@ def write_sparse_safetensors(path, shapes: dict) -> None:
 
 def write_gpt2_sized_tokenizer(directory) -> None:
   """GPT-2's vocabulary size (50,257): 256 bytes, 50,000 merges of two bytes, <|endoftext|>."""
-  from tokenizers import pre_tokenizers  # pylint: disable=g-import-not-at-top
   alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
   pairs = [(a, b) for a in alphabet for b in alphabet][:50_000]
   tokens = alphabet + [a + b for a, b in pairs] + [EOS]
@@ -321,7 +318,6 @@ def test_full_size_gpt2_imports_by_shape(tmp_path):
 
 
 def _copy_directory(source, target, skip=()):
-  import shutil  # pylint: disable=g-import-not-at-top
   shutil.copytree(source, target, ignore=lambda _, names: [n for n in names if n in skip])
   return str(target)
 
@@ -339,7 +335,6 @@ def _missing_weights(directory, tmp_path):
 
 
 def _narrow_wte(directory, tmp_path):
-  from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
   target = _copy_directory(directory, tmp_path / "narrow_wte")
   path = os.path.join(target, hf.SAFETENSORS_FILE)
   tensors = load_file(path)
