@@ -246,6 +246,9 @@ def test_reward_model_from_gpt2_directory_exports_backbone_and_head(hf_dir, tmp_
   run_stage("rm_hh.py:smoke", directory, workdir, hh_like(tmp_path / "hh.jsonl.gz"),
             total_steps=2, eval_every=0)
   assert export.main(["--workdir", workdir, "--out", out]) == 0
+  # The backbone was warm-started from GPT-2 (a fresh wpe, N(0, 0.01), would be ~0.6 off).
+  moved = np.abs(read_tensor(out, "wpe.weight") - read_tensor(directory, "wpe.weight")).max()
+  assert moved < 0.02, moved
   model, params, norm, tok = reward.load_reward_model(workdir)
 
   ids = tok.encode_chat([{"role": "user", "content": "How do I fix a bike?"},
