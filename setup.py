@@ -17,6 +17,7 @@ setup(
         "grain>=0.2.10",
         "ml-collections>=1.0",
         "tokenizers>=0.20",
+        "safetensors>=0.4",     # Hugging Face GPT-2 import/export (NumPy only, no torch)
         "numpy",
         "scipy",                # bootstrap intervals (evaluation)
         "tqdm",
@@ -24,5 +25,11 @@ setup(
         "matplotlib",
         "absl-py",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist", "ipython"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist", "ipython"],
+        # The transformers equivalence tests (tests/test_hf.py); install the CPU build of
+        # torch first (pip install torch --index-url https://download.pytorch.org/whl/cpu),
+        # or pip pulls the CUDA one.
+        "hf": ["transformers>=4.40"],
+    },
 )

@@ -10,6 +10,7 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from rlhf_jax import hf
 from rlhf_jax.errors import UserError
 
 
@@ -119,7 +120,10 @@ def saved_steps(workdir: str, name: str = "init_from") -> list[int]:
 
 
 def saved_params_shapes(workdir: str, name: str = "init_from") -> dict[str, tuple]:
-  """'path/to/leaf' → (shape, dtype name) of the params in a workdir's newest checkpoint."""
+  """'path/to/leaf' → (shape, dtype name) of the params in a workdir's newest checkpoint
+  (or those a Hugging Face GPT-2 directory restores into)."""
+  if hf.is_hf_directory(workdir):
+    return hf.params_shapes(workdir)
   manager, step, directory = _read_only_manager(workdir, name)
   manager.close()
   metadata = ocp.StandardCheckpointer().metadata(os.path.join(directory, str(step), "state"))
@@ -135,8 +139,11 @@ def restore_params(workdir: str, abstract_params, shardings, name: str = "init_f
   with parts that are new by design (a reward head on an SFT backbone) restores only
   its matching sub-tree and keeps the fresh init of the rest. They are read straight
   into `shardings`; nothing is created or written in `workdir`. `name` is the setting
-  that named the workdir, for error messages.
+  that named the workdir, for error messages. A Hugging Face GPT-2 directory instead
+  of a workdir is converted on the fly (rlhf_jax/hf.py).
   """
+  if hf.is_hf_directory(workdir):
+    return hf.restore_params(workdir, abstract_params, shardings)
   source = saved_params_shapes(workdir, name)
   target = _leaf_shapes(abstract_params)
   if source != target:

@@ -119,6 +119,10 @@ class Tokenizer:
       loss_mask.append(0)
     return ids, loss_mask
 
+  def save_vocab_and_merges(self, directory: str) -> None:
+    """Writes the BPE's vocab.json + merges.txt (GPT-2's files; no special tokens)."""
+    self._hf.model.save(directory)
+
   def save(self, path: str) -> None:
     """Writes tokenizer.json to `path` (a file path) atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -153,22 +157,54 @@ def _load_gpt2_files(directory: str) -> tokenizers.Tokenizer:
   vocab = os.path.join(directory, "vocab.json")
   merges = os.path.join(directory, "merges.txt")
   try:
-    hf = _byte_level(models.BPE.from_file(vocab, merges))
+    return _byte_level(models.BPE.from_file(vocab, merges))
   except Exception as e:  # `tokenizers` raises plain Exceptions on bad files.
     raise UserError(f"cannot read GPT-2 tokenizer files in {directory} ({e}); "
                     "pass valid vocab.json and merges.txt") from e
-  # GPT-2's own <|endoftext|> (id 50256) is kept as EOS; the others get new ids.
-  hf.add_special_tokens([tokenizers.AddedToken(t, special=True) for t in SPECIAL_TOKENS])
+
+
+def _load_hf_tokenizer_json(path: str) -> tokenizers.Tokenizer:
+  try:
+    hf = tokenizers.Tokenizer.from_file(path)
+  except Exception as e:  # `tokenizers` raises plain Exceptions on bad files.
+    raise UserError(f"{path}: cannot parse it ({e}); pass a Hugging Face tokenizer.json or "
+                    f"delete it to use vocab.json + merges.txt") from e
+  if not isinstance(hf.model, models.BPE):
+    raise UserError(f"{path}: a {type(hf.model).__name__} tokenizer, not GPT-2's byte-level "
+                    f"BPE; use a GPT-2 directory")
   return hf
 
 
+def load_gpt2_directory(directory: str) -> tuple[Tokenizer, int]:
+  """(tokenizer, base size) of a Hugging Face GPT-2 directory, our special tokens added.
+
+  Reads tokenizer.json when present (it carries any added tokens), else vocab.json +
+  merges.txt. Tokens the directory already has keep their ids (GPT-2's <|endoftext|>,
+  id 50256, is our EOS); the missing special tokens get the next ids, so ids
+  [base size, vocab_size) are exactly the added ones.
+  """
+  tokenizer_json = os.path.join(directory, TOKENIZER_FILE)
+  if os.path.exists(tokenizer_json):
+    hf = _load_hf_tokenizer_json(tokenizer_json)
+  elif os.path.exists(os.path.join(directory, "vocab.json")):
+    hf = _load_gpt2_files(directory)
+  else:
+    raise UserError(f"{directory} has no {TOKENIZER_FILE} or vocab.json + merges.txt; copy "
+                    f"the model's tokenizer files next to its config.json")
+  base_size = hf.get_vocab_size(with_added_tokens=True)
+  hf.add_special_tokens([tokenizers.AddedToken(t, special=True) for t in SPECIAL_TOKENS])
+  return Tokenizer(hf), base_size
+
+
 def load(path: str) -> Tokenizer:
-  """Loads a tokenizer.json, or a directory with tokenizer.json or GPT-2 vocab.json + merges.txt."""
+  """Loads a tokenizer.json, or a directory with one of ours or a Hugging Face GPT-2
+  tokenizer (`load_gpt2_directory`: tokenizer.json or vocab.json + merges.txt)."""
   if os.path.isdir(path):
-    if os.path.exists(os.path.join(path, TOKENIZER_FILE)):
-      return load(os.path.join(path, TOKENIZER_FILE))
-    if os.path.exists(os.path.join(path, "vocab.json")):
-      return Tokenizer(_load_gpt2_files(path))
+    own_file = os.path.join(path, TOKENIZER_FILE)
+    if os.path.exists(own_file) and PAD in _load_hf_tokenizer_json(own_file).get_vocab():
+      return load(own_file)
+    if os.path.exists(own_file) or os.path.exists(os.path.join(path, "vocab.json")):
+      return load_gpt2_directory(path)[0]
     raise UserError(f"no {TOKENIZER_FILE} or vocab.json + merges.txt in directory {path}; "
                     "point the tokenizer path at one")
   if not os.path.exists(path):
@@ -186,13 +222,17 @@ def for_stage(tokenizer_cfg, workdir: str, init_from: str,
   """The tokenizer a stage uses, saved as workdir/tokenizer.json."""
   # Resume order:
   # 1. workdir/tokenizer.json exists → reuse it (a resumed run must tokenize alike);
-  # 2. else init_from is set → the previous stage's init_from/tokenizer.json;
+  # 2. else init_from is set → the previous stage's init_from/tokenizer.json, or a
+  #    Hugging Face GPT-2 directory's tokenizer plus our special tokens;
   # 3. else tokenizer_cfg.path is set → load that file or GPT-2 directory;
   # 4. else train a BPE with tokenizer_cfg.vocab_size on texts_fn().
   own_path = os.path.join(workdir, TOKENIZER_FILE)
   if os.path.exists(own_path):
     return load(own_path)
-  if init_from:
+  from rlhf_jax import hf  # pylint: disable=g-import-not-at-top  (hf imports this module)
+  if init_from and hf.is_hf_directory(init_from):
+    tokenizer = load_gpt2_directory(init_from)[0]
+  elif init_from:
     inherited_path = os.path.join(init_from, TOKENIZER_FILE)
     if not os.path.exists(inherited_path):
       raise UserError(f"init_from={init_from} has no {TOKENIZER_FILE}; "

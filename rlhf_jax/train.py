@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import tqdm
 
-from rlhf_jax import checkpoint, metrics as metrics_lib, sharding
+from rlhf_jax import checkpoint, hf, metrics as metrics_lib, sharding
 from rlhf_jax.errors import UserError
 from rlhf_jax.tasks.base import Task
 
@@ -80,6 +80,8 @@ def _check_resumable(config, workdir: str) -> None:
 def run(config, workdir: str):
   """Trains `config.task` in `workdir` and returns the final state (for notebooks)."""
   workdir = os.path.abspath(workdir)
+  # An init_from that is a Hugging Face GPT-2 directory fixes the model's shape.
+  config = hf.resolve_config(config)
   os.makedirs(workdir, exist_ok=True)
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_size(config.batch_size, mesh)
@@ -97,7 +99,8 @@ def run(config, workdir: str):
 
     # Resume order:
     # 1. a checkpoint in workdir -> restore the state and the data-iterator position;
-    # 2. else config.init_from (another stage's workdir) -> fresh state, then warm start;
+    # 2. else config.init_from (another stage's workdir, or a Hugging Face GPT-2
+    #    directory converted on the fly) -> fresh state, then warm start;
     # 3. else a fresh init.
     if ckpt.latest_step() is not None:
       state, data_state = ckpt.restore(abstract_state, state_shardings)
