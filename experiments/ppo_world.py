@@ -33,6 +33,9 @@ reward over-optimisation. That RM scores refusals low even on harmful prompts, a
 learns to stop refusing them (harmful 0.88 → 0.06); the other families move by ≤ 0.11.
 A better reward model (rm_world's accuracy is 8 points under its label ceiling) or a
 larger kl_coef is needed before PPO beats SFT here.
+In the main pipeline (chatgpt_world.py, world v3 RM, 10 min): gold/score 0.276 (step 0)
+→ 0.271 (25) → 0.260 (50) on 128 prompts, ppo/kl 0.25–1.0; the report's PPO − SFT is
+−0.006 [−0.022, +0.009] while the RM score of the greedy answers rose −0.19 → −0.13.
 Consumes the sft_world (init_from) and rm_world (ppo.reward_from) workdirs.
 """
 from rlhf_jax import configs

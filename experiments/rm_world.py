@@ -26,7 +26,10 @@ Measured (seed 0, 103 steps): held-out rm/accuracy 0.487 (step 0) → 0.726 [0.7
 against rm/label_ceiling 0.807 [0.790, 0.822] (8 points below: not yet within the 5-point
 target; longer training is the next thing to try), rm/gold_agreement 0.848 [0.829, 0.866]
 (the RM orders pairs more like the gold judge than the noisy labels do), rm/ece 0.049;
-normalisation bias −1.82 on the 648 SFT demonstrations.
+normalisation bias −1.82 on the 648 SFT demonstrations. Those numbers are on the world's v2
+rankings; v3 adds off-topic answers (more gold ties, a lower ceiling). In the main
+pipeline on v3 (20 min on shared cores): rm/accuracy 0.687 [0.665, 0.709] against a label
+ceiling of 0.781, rm/gold_agreement 0.821, rm/ece 0.035 (lr 3e-4: 0.677, so 1e-4 stays).
 `:pairs`, the same comparisons as shuffled pairs in the same 103 steps: rm/accuracy 0.728
 [0.708, 0.746], rm/gold_agreement 0.834 [0.817, 0.851], at 44 CPU-minutes against the
 K-way run's 15 (each response goes through the network once per prompt, not once per pair).

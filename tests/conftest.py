@@ -77,6 +77,14 @@ SMOKE_PIPELINE_FLAGS = ("--config=experiments/chatgpt_world.py:smoke",
 SMOKE_PIPELINE_GROUP = pytest.mark.xdist_group("smoke_pipeline")
 
 
+def pytest_collection_modifyitems(items):
+  """Every other test is grouped by its module, so that a module's fixtures (most of them a
+  short training run) are built on one worker only, not once on each."""
+  for item in items:
+    if item.get_closest_marker("xdist_group") is None:
+      item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def start_main(workdir, *flags, stderr=True):
   """`python -m rlhf_jax.main SMOKE_PIPELINE_FLAGS... flags... --workdir=W`, started."""
   # pylint: disable=g-import-not-at-top

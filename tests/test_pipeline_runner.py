@@ -95,7 +95,9 @@ def wait_for(path, process, timeout=300):
 def test_killed_in_three_stages_then_rerun_matches_the_uninterrupted_run(pipeline, tmp_path):
   """kill -9 during SFT, rerun, kill -9 during the RM, rerun, kill -9 during PPO, rerun: the
   same logged metrics and the same report as the fixture's uninterrupted run. Pretraining
-  is copied from it, finished (it is skipped, as on any rerun)."""
+  is copied from it, finished (it is skipped, as on any rerun). This is the SFT and RM
+  stages' kill-and-resume test; test_train.py and test_ppo.py have pretraining's and PPO's
+  (with the adaptive KL controller)."""
   workdir = str(tmp_path / "killed")
   shutil.copytree(os.path.join(pipeline[0], "pretrain"), os.path.join(workdir, "pretrain"))
   for stage, checkpoint in (("sft", "10"), ("rm", "10"), ("ppo", "2")):

@@ -14,7 +14,6 @@ from rlhf_jax.errors import UserError
 from rlhf_jax.models import gpt
 from rlhf_jax.tasks import reward
 
-from test_train import assert_sigkill_resume_matches
 
 _FILLER = "the cat sat on a mat and ate fish".split()
 
@@ -125,12 +124,6 @@ def test_normalised_reference_rewards_have_mean_zero(trained_rm, rm_data):
   assert normalization.step == 12 and normalization.gain == 1.0
   assert abs(float(np.mean(np.asarray(scores, np.float64)))) < 1e-3
   assert float(np.std(np.asarray(scores))) > 1e-2  # the rewards themselves differ
-
-
-def test_resume_after_sigkill_reproduces_the_uninterrupted_run(trained_rm, rm_data, tmp_path):
-  assert_sigkill_resume_matches(
-      "from test_reward import rm_config as make", rm_data, trained_rm, tmp_path,
-      keys=("train/loss", "train/accuracy", "rm/accuracy", "rm/loss", "rm/norm_bias"))
 
 
 def test_more_responses_than_num_responses_is_an_error_naming_file_and_line(rm_data, tmp_path):
