@@ -19,9 +19,10 @@ Stages: pretrain_world cut to 200 steps (its 600-step run measured eval/loss 0.9
 200 and takes 23 minutes; a 200-step schedule decays the learning rate sooner, so expect
 about that or lower), then sft_world, rm_world and ppo_world as they are: see their
 run-books for models, data and per-stage measurements (taken from a step-200 base).
-Hardware: 2 CPU cores. Measured (seed 0): 68 min wall with the cores shared with other
-jobs (load ≈ 5; pretrain 23, SFT 9, RM 20, PPO 10, report 6 min); the GPU figure is still
-to be measured.
+Hardware: 2 CPU cores. Measured (seed 0): 33.6 min wall, 61 CPU-min, on quiet cores with
+the world already generated (pretrain 11.3, SFT 5.5, RM 8.3, PPO 4.8, report 3.6 min); a
+run on shared cores, killed during SFT and rerun, took 68 min and wrote an identical
+report.json. The GPU figure is still to be measured.
 Measured metrics (report.json, 174 held-out prompts, 95% intervals): gold score base
 0.188 [0.148, 0.232], SFT 0.296 [0.249, 0.341], best-of-4 0.237, best-of-16 0.217, PPO
 0.290 [0.246, 0.337]; SFT − base +0.107 [+0.058, +0.157]; PPO − SFT −0.006 [−0.022,
