@@ -12,7 +12,7 @@ import time
 
 import ml_collections
 
-from rlhf_jax import configs, train
+from rlhf_jax import config_checks, configs, train
 from rlhf_jax.errors import UserError
 
 DONE_FILE = "done.json"
@@ -80,6 +80,13 @@ def run(config, workdir: str) -> None:
   workdir = os.path.abspath(workdir)
   stages = stage_configs(config, workdir)
   names = [name for name, _ in stages]
+  for name, stage_config in stages:  # every stage's values, before the first one trains
+    try:
+      config_checks.check(stage_config)
+    except UserError as e:
+      raise UserError(f"stage {name}: {e} (a stage's keys are --config.{name}.KEY)") from None
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"--workdir={workdir} is a file, not a directory; choose a new --workdir")
   for i, (name, stage_config) in enumerate(stages):
     stage_dir = os.path.join(workdir, name)
     done = ", ".join(names[:i])

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import tqdm
 
-from rlhf_jax import checkpoint, hf, metrics as metrics_lib, sharding
+from rlhf_jax import checkpoint, config_checks, hf, metrics as metrics_lib, sharding
 from rlhf_jax.errors import UserError
 from rlhf_jax.tasks.base import Task
 
@@ -80,6 +80,9 @@ def _check_resumable(config, workdir: str) -> None:
 def run(config, workdir: str):
   """Trains `config.task` in `workdir` and returns the final state (for notebooks)."""
   workdir = os.path.abspath(workdir)
+  config_checks.check(config)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"--workdir={workdir} is a file, not a directory; choose a new --workdir")
   # An init_from that is a Hugging Face GPT-2 directory fixes the model's shape.
   config = hf.resolve_config(config)
   os.makedirs(workdir, exist_ok=True)
