@@ -7,6 +7,7 @@ what is sensible: lr=1e-1 passes, lr=-1 (gradient ascent) does not.
 """
 import math
 import numbers
+import os
 
 from rlhf_jax.errors import UserError
 
@@ -73,3 +74,9 @@ def check(config) -> None:
   if _lookup(config, "total_steps") == 0 and not _lookup(config, "epochs"):
     raise UserError("--config.total_steps=0 and epochs=0: nothing to train; set "
                     "--config.total_steps to a number of steps > 0 (or --config.epochs)")
+
+
+def check_workdir(workdir: str) -> None:
+  """Raises UserError when `--workdir` names an existing file (a run needs a directory)."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"--workdir={workdir} is a file, not a directory; choose a new --workdir")

@@ -35,11 +35,10 @@ import sys
 
 import flax.linen as nn
 import jax
-import ml_collections
 import numpy as np
 from safetensors.numpy import save_file
 
-from rlhf_jax import hf, policy as policy_lib, sharding, tokenizer as tokenizer_lib
+from rlhf_jax import hf, policy as policy_lib, sample, tokenizer as tokenizer_lib
 from rlhf_jax.errors import UserError
 
 HEAD_WEIGHTS = "reward_head.safetensors"
@@ -140,7 +139,7 @@ def _check_out(out: str, workdir: str) -> None:
 def export(workdir: str, out: str) -> str:
   """Writes the workdir's newest model to `out` (see the module docstring); returns its task."""
   _check_out(out, workdir)
-  policy = policy_lib.load(workdir, _one_device_mesh())
+  policy = policy_lib.load(workdir, sample.one_device_mesh())
   os.makedirs(out, exist_ok=True)
   task = policy.config.get("task")
   if task == "reward":
@@ -150,10 +149,6 @@ def export(workdir: str, out: str) -> str:
   write_model(out, policy.model.cfg, policy.params, policy.tokenizer)
   write_tokenizer(out, policy.tokenizer, policy.model.cfg.max_len)
   return task
-
-
-def _one_device_mesh():
-  return sharding.make_mesh(ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=1)))
 
 
 def main(argv=None) -> int:

@@ -5,6 +5,7 @@ A pipeline config has `stages` ("pretrain,sft,rm,ppo": the order), one full stag
 per stage name, `links` ("sft.init_from=pretrain,...": a stage key set to an earlier
 stage's workdir) and `report` (`configs.report_block()`; num_prompts=0 skips it).
 """
+import contextlib
 import json
 import logging
 import os
@@ -75,18 +76,24 @@ def _warn_if_changed(stage: str, stage_dir: str, config) -> None:
                       "to train it again)", stage, stage_dir)
 
 
+@contextlib.contextmanager
+def _naming_the_stage(name: str):
+  """A UserError raised inside says which stage, and how its keys are spelled."""
+  try:
+    yield
+  except UserError as e:
+    raise UserError(f"stage {name}: {e} (a stage's keys are --config.{name}.KEY)") from None
+
+
 def run(config, workdir: str) -> None:
   """Trains every stage not yet done, in order, then writes the report."""
   workdir = os.path.abspath(workdir)
   stages = stage_configs(config, workdir)
   names = [name for name, _ in stages]
   for name, stage_config in stages:  # every stage's values, before the first one trains
-    try:
+    with _naming_the_stage(name):
       config_checks.check(stage_config)
-    except UserError as e:
-      raise UserError(f"stage {name}: {e} (a stage's keys are --config.{name}.KEY)") from None
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise UserError(f"--workdir={workdir} is a file, not a directory; choose a new --workdir")
+  config_checks.check_workdir(workdir)
   for i, (name, stage_config) in enumerate(stages):
     stage_dir = os.path.join(workdir, name)
     done = ", ".join(names[:i])
@@ -96,10 +103,8 @@ def run(config, workdir: str) -> None:
       continue
     logging.info("stage %d/%d: %s (%s%d to go)", i + 1, len(stages), name,
                  f"{done} done; " if done else "", len(stages) - i - 1)
-    try:
+    with _naming_the_stage(name):
       state = train.run(stage_config, stage_dir)
-    except UserError as e:
-      raise UserError(f"stage {name}: {e} (a stage's keys are --config.{name}.KEY)") from None
     _mark_done(stage_dir, stage_config, state)
   logging.info("all %d stages done in %s", len(stages), workdir)
   if config.report.num_prompts:

@@ -81,8 +81,7 @@ def run(config, workdir: str):
   """Trains `config.task` in `workdir` and returns the final state (for notebooks)."""
   workdir = os.path.abspath(workdir)
   config_checks.check(config)
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise UserError(f"--workdir={workdir} is a file, not a directory; choose a new --workdir")
+  config_checks.check_workdir(workdir)
   # An init_from that is a Hugging Face GPT-2 directory fixes the model's shape.
   config = hf.resolve_config(config)
   os.makedirs(workdir, exist_ok=True)

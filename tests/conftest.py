@@ -5,6 +5,8 @@ The environment must be set before JAX is imported anywhere: with async
 dispatch, 8 CPU devices on a 2-core machine deadlock in collectives.
 """
 import os
+import subprocess
+import sys
 import tempfile
 
 os.environ["XLA_FLAGS"] = (
@@ -85,15 +87,11 @@ def pytest_collection_modifyitems(items):
       item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
-def start_main(workdir, *flags, stderr=True):
+def start_main(workdir, *flags):
   """`python -m rlhf_jax.main SMOKE_PIPELINE_FLAGS... flags... --workdir=W`, started."""
-  # pylint: disable=g-import-not-at-top
-  import subprocess
-  import sys
   return subprocess.Popen([sys.executable, "-m", "rlhf_jax.main", *SMOKE_PIPELINE_FLAGS,
                            *flags, f"--workdir={workdir}"], cwd=REPO, text=True,
-                          stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE if stderr else subprocess.DEVNULL)
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def finish(process) -> str:
