@@ -1,6 +1,7 @@
 """Decode throughput: generated tokens/s of `rlhf_jax.sampling.sample` vs HF `generate`.
 
-Both sides run the same GPT-2 architecture with random weights, fp32, greedy, a KV cache,
+Both sides run the same GPT-2 architecture with random weights, fp32 (JAX: `--dtype` and
+`--param_dtype` for bf16), greedy, a KV cache,
 B prompts of P random tokens (no padding) and exactly N new tokens per row (JAX: an EOS
 id that no token can equal; HF: min_new_tokens = max_new_tokens = N). A call is the whole
 generation (prefill + N - 1 decode steps); tokens/s = B·N / seconds of one call.
@@ -38,6 +39,10 @@ def parse_args(argv):
   p.add_argument("--batches", default="1,32", help="comma-separated batch sizes")
   p.add_argument("--prompt_len", type=int, default=64)
   p.add_argument("--new_tokens", type=int, default=128)
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                 help="JAX compute dtype (matmuls, KV cache); HF runs fp32")
+  p.add_argument("--param_dtype", default="float32", choices=("float32", "bfloat16"),
+                 help="JAX weights as stored (bfloat16 halves the bytes a decode step reads)")
   p.add_argument("--framework", default="both", choices=("both", "jax", "hf"))
   p.add_argument("--repeats", type=int, default=3, help="timed calls per framework and batch")
   p.add_argument("--hf_threads", default="1,2",
@@ -52,7 +57,7 @@ def model_config(args) -> gpt.GPTConfig:
   for key in ("num_layers", "num_heads", "embed_dim"):
     fields[key] = getattr(args, key) or fields[key]
   fields["max_len"] = max(fields["max_len"], args.prompt_len + args.new_tokens)
-  return gpt.GPTConfig(vocab_size=args.vocab, **fields)
+  return gpt.GPTConfig(vocab_size=args.vocab, dtype=args.dtype, **fields)
 
 
 def jax_generator(cfg: gpt.GPTConfig, args):
@@ -60,6 +65,7 @@ def jax_generator(cfg: gpt.GPTConfig, args):
   model = gpt.GPT(cfg)
   params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(args.seed),
                                              jnp.zeros((1, 8), jnp.int32)))["params"]
+  params = jax.tree.map(lambda x: x.astype(args.param_dtype), params)
   run = jax.jit(functools.partial(sampling.sample, model, max_new_tokens=args.new_tokens,
                                   eos_id=-1, pad_id=0, temperature=0.0))
 
@@ -136,7 +142,7 @@ def main(argv=None) -> dict:
       "device": jax.devices()[0].device_kind, "versions": versions,
       "num_layers": cfg.num_layers, "num_heads": cfg.num_heads, "embed_dim": cfg.embed_dim,
       "vocab": cfg.vocab_size, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
-      "dtype": "float32", "greedy": True, "repeats": args.repeats, "rows": rows,
+      "dtype": args.dtype, "param_dtype": args.param_dtype, "greedy": True, "repeats": args.repeats, "rows": rows,
   }
   if args.json:
     print(json.dumps(result))

@@ -13,8 +13,12 @@ labelled as such in the output.
   python benchmarks/pretrain_throughput.py --preset=tiny --batch=16 --seq_len=128 --json
 """
 import argparse
+import collections
+import glob
 import json
+import os
 import sys
+import tempfile
 import time
 
 import flax.linen as nn
@@ -48,6 +52,8 @@ def parse_args(argv):
   p.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
   p.add_argument("--peak_flops", type=float, default=0.0,
                  help="peak FLOP/s per device; 0 = device table, else measured matmul peak")
+  p.add_argument("--profile_steps", type=int, default=0,
+                 help="after timing, trace this many steps and add the device time by kernel")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--json", action="store_true", help="print one JSON line")
   return p.parse_args(argv)
@@ -76,6 +82,49 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
     dot(a, a).block_until_ready()
     best = min(best, time.perf_counter() - start)
   return 2 * n**3 / best
+
+
+def kernel_class(name: str) -> str:
+  """A device kernel's class, by the names XLA and the CUDA libraries give them."""
+  lowered = name.lower()
+  if any(k in lowered for k in ("fmha", "flash", "cudnn", "attention")):
+    return "attention (cuDNN)"
+  if any(k in lowered for k in ("gemm", "nvjet", "xmma", "cublas", "matmul", "dot")):
+    return "matmul"
+  if "memcpy" in lowered or "memset" in lowered:
+    return "copy"
+  return "other (fusions: norms, softmax-xent, optimizer, casts)"
+
+
+def device_time_breakdown(trace_dir: str, steps: int) -> dict:
+  """Device time per step by kernel class and the top kernels, from a `jax.profiler` trace.
+
+  Sums the kernel events of the `/device:GPU:0` plane (no such plane on a CPU: empty).
+  """
+  paths = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
+  if not paths:
+    return {}
+  data = jax.profiler.ProfileData.from_file(paths[-1])
+  plane = data.find_plane_with_name("/device:GPU:0")
+  if plane is None:
+    return {}
+  by_kernel = collections.Counter()
+  for line in plane.lines:
+    if "stream" not in line.name.lower():  # kernel lines are per CUDA stream
+      continue
+    for event in line.events:
+      by_kernel[event.name] += event.duration_ns
+  if not by_kernel:
+    return {"profile_lines": [line.name for line in plane.lines]}
+  by_class = collections.Counter()
+  for name, ns in by_kernel.items():
+    by_class[kernel_class(name)] += ns
+  total = sum(by_class.values())
+  return {
+      "device_ms_per_step": total / 1e6 / steps,
+      "by_class_ms_per_step": {k: v / 1e6 / steps for k, v in by_class.most_common()},
+      "top_kernels_ms_per_step": [(k[:80], v / 1e6 / steps) for k, v in by_kernel.most_common(12)],
+  }
 
 
 def main(argv=None) -> dict:
@@ -125,6 +174,14 @@ def main(argv=None) -> dict:
       state, loss = step_fn(state, batch, rng)
     jax.block_until_ready((state, loss))
     seconds = time.perf_counter() - start
+    breakdown = {}
+    if args.profile_steps:
+      trace_dir = tempfile.mkdtemp(prefix="pretrain_trace_")
+      with jax.profiler.trace(trace_dir):
+        for rng in jax.random.split(step_rng, args.profile_steps):
+          state, loss = step_fn(state, batch, rng)
+        jax.block_until_ready((state, loss))
+      breakdown = device_time_breakdown(trace_dir, args.profile_steps)
 
   num_params = gpt.count_params(abstract_state.params)
   flops_per_token = metrics.transformer_flops_per_token(
@@ -149,7 +206,7 @@ def main(argv=None) -> dict:
       "seconds": seconds, "step_ms": 1e3 * seconds / args.steps,
       "tokens_per_sec": tokens_per_sec, "peak_flops": peak, "peak_source": peak_source,
       "mfu": tokens_per_sec * flops_per_token / (peak * len(devices)),
-      "loss": float(loss),
+      "loss": float(loss), **breakdown,
   }
   if args.json:
     print(json.dumps(result))

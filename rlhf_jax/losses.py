@@ -5,12 +5,20 @@ Dimensions: B batch, T positions, V vocabulary, K responses per prompt.
 """
 import jax
 import jax.numpy as jnp
+import optax
 
 
 def token_log_probs(logits_BxTxV, targets_BxT, temperature: float = 1.0):
-  """log softmax(logits / temperature)[target] in fp32, [B, T]."""
-  logp_BxTxV = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32) / temperature, axis=-1)
-  return jnp.take_along_axis(logp_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+  """log softmax(logits / T)[target] = logit_target / T − logsumexp(logits / T), fp32 [B, T].
+
+  Through optax's integer-label cross-entropy, which reads the target's logit and the
+  normalizer without materialising a [B, T, V] log-softmax (at GPT-2 scale that tensor is
+  the largest of the step).
+  """
+  logits_BxTxV = logits_BxTxV.astype(jnp.float32)
+  if temperature != 1.0:
+    logits_BxTxV = logits_BxTxV / temperature
+  return -optax.losses.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
 
 
 def next_token_xent(logits_BxTxV, targets_BxT, weights_BxT=None):

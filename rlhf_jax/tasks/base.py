@@ -4,6 +4,7 @@ A step is `(state, batch, rng) -> (state, metrics)`: pure, jitted once by the
 loop with explicit shardings and the state donated. Metrics are flat dicts of
 scalar arrays named `<namespace>/<name>`.
 """
+import functools
 from typing import Any, Callable, Iterator, NamedTuple
 
 import flax
@@ -82,6 +83,19 @@ class TrainState:
                         opt_state=opt_state)
 
 
+def split_microbatches(x_BxN, num_micro: int):
+  """[B, ...] -> [num_micro, B / num_micro, ...], microbatch i = rows i, i + m, i + 2m, ...
+
+  Strided, not contiguous: the batch is sharded over the data-parallel devices in
+  contiguous blocks, so taking every m-th row gives each microbatch rows from every
+  device's block, and every microbatch runs on all devices with no data movement (a
+  contiguous split would put microbatch i on the i-th share of the devices and make XLA
+  all-gather the batch). The gradient sum is the same set of rows either way.
+  """
+  rows_per_micro = x_BxN.shape[0] // num_micro
+  return jnp.swapaxes(x_BxN.reshape(rows_per_micro, num_micro, *x_BxN.shape[1:]), 0, 1)
+
+
 def accumulate_gradients(loss_sum_fn, params, batch: Batch, rng: PRNGKey, num_micro: int):
   """Gradient of Σ loss over the batch, split into `num_micro` sequential microbatches.
 
@@ -94,7 +108,7 @@ def accumulate_gradients(loss_sum_fn, params, batch: Batch, rng: PRNGKey, num_mi
   if num_micro == 1:
     (loss_sum, (count, aux)), grads = grad_fn(params, batch, rng)
   else:
-    micro = jax.tree.map(lambda x: x.reshape(num_micro, -1, *x.shape[1:]), batch)
+    micro = jax.tree.map(functools.partial(split_microbatches, num_micro=num_micro), batch)
 
     def body(carry, inputs):
       i, microbatch = inputs

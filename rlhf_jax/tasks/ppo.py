@@ -170,7 +170,7 @@ def _summed_grads(loss_fn, params, batch, num_micro: int):
   if num_micro == 1:
     (_, (sums, maxima)), grads = grad_fn(params, batch)
     return grads, sums, maxima
-  micro = jax.tree.map(lambda x: x.reshape(num_micro, -1, *x.shape[1:]), batch)
+  micro = jax.tree.map(functools.partial(base.split_microbatches, num_micro=num_micro), batch)
 
   def body(carry, microbatch):
     (_, (sums, maxima)), grads = grad_fn(params, microbatch)
