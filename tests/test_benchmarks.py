@@ -43,3 +43,17 @@ def test_decode_throughput_tiny(capsys):
   for row in result["rows"]:
     assert len(row["jax_seconds"]) == 1 and row["jax_median"] > 0
     assert "hf_t1_median" not in row and "ratio_to_best_hf" not in row
+
+
+def test_data_throughput_tiny(capsys):
+  """The data benchmark builds a token table and reads the same corpus both ways."""
+  spec = importlib.util.spec_from_file_location(
+      "data_throughput", os.path.join(os.path.dirname(_SCRIPT), "data_throughput.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  result = module.main(["--docs=300", "--vocab=300", "--seq_len=63", "--batch=2",
+                        "--raw_batches=3", "--cached_batches=3", "--json"])
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+  assert result["records"] == 270  # 10% held out for validation
+  assert result["tokens"] > 300 * 20  # every document has at least 20 words
+  assert result["raw_tokens_per_sec"] > 0 and result["cached_tokens_per_sec"] > 0

@@ -33,9 +33,11 @@ _SPLITS = ("train", "validation")
 class Source(Sequence):
   """Random-access records: `len` and `[i]` → normalised dict; a grain data source."""
 
-  def __init__(self, data: Any, decode: Callable[[Any], dict]):
+  def __init__(self, data: Any, decode: Callable[[Any], dict], fingerprint: str = ""):
     self._data = data
     self._decode = decode
+    # What identifies the records (the token cache's key); "" = not cacheable.
+    self.fingerprint = fingerprint
 
   def __len__(self) -> int:
     return len(self._data)
@@ -66,7 +68,7 @@ def cache_dir(configured: str = "") -> str:
 
 
 @contextlib.contextmanager
-def _file_lock(path: str):
+def file_lock(path: str):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w") as lock_file:
     fcntl.flock(lock_file, fcntl.LOCK_EX)
@@ -91,7 +93,7 @@ def ensure_world(size: str, seed: int, cache: str = "") -> str:
   world_dir = os.path.join(root, name)
   if os.path.isdir(world_dir):
     return world_dir
-  with _file_lock(os.path.join(root, f".{name}.lock")):
+  with file_lock(os.path.join(root, f".{name}.lock")):
     if not os.path.isdir(world_dir):
       tmp_dir = tempfile.mkdtemp(prefix=f".incomplete_{name}_", dir=root)
       try:
@@ -165,7 +167,8 @@ def _decode_json_record(example: dict) -> dict:
 
 
 def _open_splits(builder) -> dict[str, Source]:
-  return {split: Source(builder.as_data_source(split=split), _decode_json_record)
+  return {split: Source(builder.as_data_source(split=split), _decode_json_record,
+                        f"{builder.name}/{builder.version}/{split}")
           for split in builder.info.splits}
 
 
@@ -206,7 +209,7 @@ def local_dataset(spec: str, fmt: str, *, valid_spec: str = "", valid_fraction: 
   # a dataset that another process finished meanwhile is opened with its splits.
   if _make_builder(name, fmt, {}, data_dir).is_prepared():
     return _open_splits(_make_builder(name, fmt, {}, data_dir))
-  with _file_lock(os.path.join(data_dir, f".{name}.lock")):
+  with file_lock(os.path.join(data_dir, f".{name}.lock")):
     builder = _make_builder(name, fmt, {}, data_dir)
     if not builder.is_prepared():
       records = read(spec)
@@ -259,5 +262,6 @@ def catalog_dataset(name: str, *, text_key: str = "text",
     raise UserError(f"TFDS dataset '{name}' has no feature '{text_key}' (it has "
                     f"{sorted(features)}); set --config.data.text_key")
   decode = _catalog_decoder(text_key)
-  return {"train": Source(builder.as_data_source(split="train"), decode),
-          "validation": Source(builder.as_data_source(split=valid_split), decode)}
+  return {split: Source(builder.as_data_source(split=tfds_split), decode,
+                        f"{name}/{builder.version}/{tfds_split}/{text_key}")
+          for split, tfds_split in (("train", "train"), ("validation", valid_split))}

@@ -613,7 +613,7 @@ def make_task(config, workdir: str, mesh) -> Task:
                             seq_len=cfg.ptx_seq_len,
                             batch_size=cfg.ptx_batch_size // jax.process_count(),
                             seed=config.seed, shard_index=jax.process_index(),
-                            shard_count=jax.process_count())
+                            shard_count=jax.process_count(), token_cache=config.data.cache_dir)
     train_data = lambda state: _WithPtx(prompts(state=state and state["prompts"]),
                                         ptx(state=state and state["ptx"]))
   else:
