@@ -92,12 +92,7 @@ def smoke(c: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDic
 
 def override(c: ml_collections.ConfigDict, **dotted) -> ml_collections.ConfigDict:
   """Sets values by dotted key, like `--config.optim.lr=...`: override(c, **{"optim.lr": 1e-3})."""
-  for key, value in dotted.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+  c.update_from_flattened_dict(dotted)
   return c
 
 

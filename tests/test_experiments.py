@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from rlhf_jax import configs, metrics, train
+from rlhf_jax import config_checks, configs, metrics, pipeline_runner, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(glob.glob(os.path.join(REPO, "experiments", "*.py")))
@@ -33,7 +33,15 @@ def test_config_loads_and_documents_itself(path):
   assert "python -m rlhf_jax.main" in doc and ":smoke" in doc, "run-book docstring"
   config = module.get_config()
   smoke = module.get_config("smoke")
-  assert config.task == smoke.task
+  for variant in (config, smoke):  # every stage's values pass the up-front checks
+    stages = (pipeline_runner.stage_configs(variant, "/nonexistent") if variant.task == "pipeline"
+              else [("", variant)])
+    for _, stage in stages:
+      config_checks.check(stage)
+  # The smoke variant is the same job, made cheaper.
+  assert smoke.task == config.task
+  if config.task != "pipeline":
+    assert smoke.total_steps < config.total_steps or smoke.total_steps == config.total_steps == 0
   with pytest.raises(ValueError):
     module.get_config("nonsense")
 
