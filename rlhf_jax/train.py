@@ -9,14 +9,14 @@ import json
 import logging
 import os
 import signal
-import threading
 import time
 
 import flax.linen as nn
 import jax
 import tqdm
 
-from rlhf_jax import checkpoint, config_checks, hf, metrics as metrics_lib, sharding
+from rlhf_jax import (checkpoint, config_checks, hf, metrics as metrics_lib, preemption,
+                      sharding)
 from rlhf_jax.errors import UserError
 from rlhf_jax.tasks.base import Task
 
@@ -29,28 +29,6 @@ def make_task(config, workdir: str, mesh) -> Task:
     raise UserError(f"unknown task {config.task!r}; use the name of a module in "
                     f"rlhf_jax/tasks (e.g. 'pretrain')") from None
   return module.make_task(config, workdir, mesh)
-
-
-class _StopRequest:
-  """SIGTERM/SIGINT set a flag; the loop saves a checkpoint at the end of the step and exits."""
-
-  def __init__(self):
-    self.signum = None
-    self._previous = {}
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for signum in (signal.SIGTERM, signal.SIGINT):
-        self._previous[signum] = signal.signal(signum, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signum = signum
-
-  def __exit__(self, *exc):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
 
 
 def _write_config(config, workdir: str) -> None:
@@ -123,7 +101,7 @@ def run(config, workdir: str):
                       out_shardings=(state_shardings, None), donate_argnums=(0,))
     peak = metrics_lib.peak_flops_per_device(config.peak_flops_per_device) * mesh.size
     try:
-      with _StopRequest() as stop, contextlib.closing(writer):
+      with preemption.StopRequest() as stop, contextlib.closing(writer):
         if start_step == 0 and config.eval_every:
           writer.write(0, task.evaluate(state, jax.random.fold_in(eval_rng, 0)))
         state = _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng,
@@ -200,7 +178,7 @@ def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, wr
     save = step == total or (config.ckpt_every and step % config.ckpt_every == 0)
     at_once = evaluate or save or step == start_step + 1
     log = step % config.log_every == 0
-    stopping = stop.signum is not None
+    stopping = stop.agreed(step, fetch_point=bool(at_once or log))
     if at_once or log or stopping:
       pending, tally = (step, device_metrics, tally), None
     if at_once or stopping:

@@ -184,6 +184,28 @@ def test_init_from_warm_starts_params(reference_run, corpus_path, tmp_path):
   assert int(jax.device_get(state.step)) == 1
 
 
+def test_a_second_interrupt_aborts_at_once(corpus_path, tmp_path, monkeypatch):
+  """The first Ctrl-C asks for a checkpoint after the step; a second one before it is saved
+  aborts: KeyboardInterrupt, no checkpoint, the previous handler back."""
+  workdir = str(tmp_path / "interrupted")
+  batches_fed = []
+  device_batch = train.sharding.device_batch
+
+  def device_batch_then_interrupt_twice(batch, mesh):
+    batches_fed.append(1)
+    if len(batches_fed) == 3:
+      os.kill(os.getpid(), signal.SIGINT)  # the handler runs before os.kill returns
+      os.kill(os.getpid(), signal.SIGINT)
+    return device_batch(batch, mesh)
+
+  monkeypatch.setattr(train.sharding, "device_batch", device_batch_then_interrupt_twice)
+  with pytest.raises(KeyboardInterrupt):
+    train.run(tiny_config(corpus_path, ckpt_every=0, eval_every=0), workdir)
+  assert len(batches_fed) == 3
+  assert not os.listdir(os.path.join(workdir, "checkpoints"))
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def assert_checkpoints_finite(workdir, steps):
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [str(s) for s in steps]
   for step in steps:
