@@ -1,10 +1,15 @@
-"""The one exception type for user mistakes.
+"""The exception types a run ends with, each printed by `main` as one line.
 
-A `UserError` says what is wrong and how to fix it, in one line. `main` prints
-it without a traceback and exits with status 2; anything else is a bug and
-keeps its traceback.
+A `UserError` says what is wrong and how to fix it: `main` prints it without a
+traceback and exits with status 2. `Diverged` says where a run's numbers became
+NaN/Inf: exit status 1, the checkpoints before it kept. Anything else is a bug
+and keeps its traceback.
 """
 
 
 class UserError(Exception):
   """A bad path, config value, data record or checkpoint; the message names the fix."""
+
+
+class Diverged(FloatingPointError):
+  """A loss or metric became NaN/Inf; the message names the step, the metric and the fix."""

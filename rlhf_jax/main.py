@@ -10,7 +10,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from rlhf_jax.errors import UserError
+from rlhf_jax.errors import Diverged, UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
                                           lock_config=True)
@@ -56,7 +56,7 @@ def main(argv):
       train.run(config, _WORKDIR.value)
   except UserError as e:
     _fail(str(e))
-  except FloatingPointError as e:  # the run diverged; checkpoints before it are kept
+  except Diverged as e:  # the checkpoints before it are kept
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 

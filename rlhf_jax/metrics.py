@@ -1,7 +1,8 @@
-"""Metric writer (metrics.jsonl + TensorBoard), finite checks, throughput and MFU, and the
-plain progress line logged when no terminal shows a progress bar.
+"""Metric writer (metrics.jsonl + TensorBoard), the device-side tally and finite check,
+throughput and MFU, and the plain progress line logged when no terminal shows a progress bar.
 
-Every logged row is `{"step": N, "time": t, "<namespace>/<name>": float, ...}`.
+Every logged row is `{"step": N, "time": t, "<namespace>/<name>": float, ...}`: the
+metrics of that step (not averages over the steps since the last row), plus rates.
 """
 import json
 import math
@@ -9,8 +10,10 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from rlhf_jax.errors import UserError
+from rlhf_jax.errors import Diverged, UserError
 
 # Dense bf16 peak FLOP/s per device (no sparsity), by `jax.Device.device_kind` substring.
 PEAK_FLOPS = (
@@ -42,35 +45,84 @@ def transformer_flops_per_token(num_params: int, num_layers: int, embed_dim: int
   return 6 * num_params + 12 * num_layers * embed_dim * seq_len
 
 
-def check_finite(step: int, metrics: dict) -> None:
-  bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-  if bad:
-    raise FloatingPointError(
-        f"step {step}: {', '.join(f'{k}={metrics[k]}' for k in bad)} is not finite; "
-        f"lower optim.lr, enable optim.grad_clip, or resume from an earlier checkpoint")
+def _finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+  """True (one scalar, on the device) when no float leaf of `tree` holds a NaN/Inf.
+
+  Written here: optax and chex have no jittable reduction for it (chex's asserts fetch).
+  """
+  return _finite(tree)
+
+
+def tally_start(metrics: dict) -> dict:
+  """An empty tally for steps with `metrics` (host zeros: reusable, nothing to donate)."""
+  return {"tokens": np.zeros((), np.float32), "first_bad_step": np.full((), -1, np.int32),
+          "at_first_bad": {k: np.zeros(v.shape, v.dtype) for k, v in metrics.items()}}
+
+
+@jax.jit
+def tally_add(tally: dict, step, metrics: dict) -> dict:
+  """The tally with one more step, computed on the device (no transfer): Σ train/tokens
+  (for tokens/s), and the number and metrics of the first step with a NaN/Inf metric."""
+  first = ~_finite(metrics) & (tally["first_bad_step"] < 0)
+  tokens = metrics.get("train/tokens", jnp.zeros(()))
+  return {"tokens": tally["tokens"] + tokens.astype(jnp.float32),
+          "first_bad_step": jnp.where(first, step, tally["first_bad_step"]),
+          "at_first_bad": jax.tree.map(lambda new, old: jnp.where(first, new, old), metrics,
+                                       tally["at_first_bad"])}
+
+
+def check_finite(tally: dict, state_finite: bool, step: int,
+                 last_checkpoint: int | None) -> None:
+  """Raises `Diverged` naming the step and metrics of a fetched tally's first NaN/Inf, or
+  saying that the state after `step` holds one (`state_finite`, checked before a save).
+
+  The loop checks before every save, so `last_checkpoint` predates the divergence.
+  """
+  if last_checkpoint is None:
+    fix = "no checkpoint was written; lower --config.optim.lr or set optim.grad_clip"
+  else:
+    fix = (f"the last checkpoint (step {last_checkpoint}) is intact: rerun with the same "
+           f"--workdir and a lower --config.optim.lr (or optim.grad_clip set) to resume from it")
+  bad_step = int(tally["first_bad_step"])
+  if bad_step >= 0:
+    values = {k: float(v) for k, v in tally["at_first_bad"].items()}
+    bad = sorted((k for k, v in values.items() if not math.isfinite(v)),
+                 key=lambda k: (k != "train/loss", k))
+    named = ", ".join(f"{k} is {values[k]}" for k in bad[:3])
+    more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+    raise Diverged(f"{named}{more} at step {bad_step}; {fix}")
+  if not state_finite:
+    raise Diverged(f"the training state holds NaN/Inf after step {step} (its metrics were "
+                   f"finite); {fix}")
 
 
 class Throughput:
-  """Steps/s, tokens/s and MFU over the steps since the last report.
+  """Steps/s, tokens/s and MFU over the steps finished since the clock started.
 
-  Timing restarts after a pause (compilation, evaluation, checkpointing): the
-  first step finished after a pause only starts the clock.
+  The loop calls `restart()` when the device is idle and only training follows (after the
+  first step, which compiled, and after each evaluation or checkpoint), `add()` at each
+  fetch; `report()` restarts the clock, so a logged rate covers the steps since the last.
   """
 
   def __init__(self, flops_per_step: float, peak_flops: float):
     self._flops_per_step = flops_per_step
     self._peak_flops = peak_flops
-    self.pause()
-
-  def pause(self) -> None:
     self._start, self._steps, self._tokens = None, 0, 0.0
 
-  def step_done(self, tokens: float) -> None:
-    now = time.perf_counter()
-    if self._start is None:
-      self._start = now
-    else:
-      self._steps += 1
+  def restart(self) -> None:
+    self._start, self._steps, self._tokens = time.perf_counter(), 0, 0.0
+
+  def add(self, steps: int, tokens: float) -> None:
+    """`steps` more steps finished, `tokens` tokens among them; ignored before a restart."""
+    if self._start is not None:
+      self._steps += steps
       self._tokens += tokens
 
   def report(self) -> dict[str, float]:
@@ -82,7 +134,7 @@ class Throughput:
       rates["train/tokens_per_sec"] = self._tokens / seconds
     if self._flops_per_step and self._peak_flops:
       rates["train/mfu"] = self._flops_per_step * self._steps / seconds / self._peak_flops
-    self._start, self._steps, self._tokens = time.perf_counter(), 0, 0.0
+    self.restart()
     return rates
 
 

@@ -14,7 +14,7 @@ import time
 import ml_collections
 
 from rlhf_jax import config_checks, configs, train
-from rlhf_jax.errors import UserError
+from rlhf_jax.errors import Diverged, UserError
 
 DONE_FILE = "done.json"
 
@@ -83,6 +83,8 @@ def _naming_the_stage(name: str):
     yield
   except UserError as e:
     raise UserError(f"stage {name}: {e} (a stage's keys are --config.{name}.KEY)") from None
+  except Diverged as e:
+    raise Diverged(f"stage {name}: {e} (a stage's keys are --config.{name}.KEY)") from None
 
 
 def run(config, workdir: str) -> None:

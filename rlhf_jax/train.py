@@ -9,14 +9,14 @@ import json
 import logging
 import os
 import signal
-import threading
 import time
 
 import flax.linen as nn
 import jax
 import tqdm
 
-from rlhf_jax import checkpoint, config_checks, hf, metrics as metrics_lib, sharding
+from rlhf_jax import (checkpoint, config_checks, hf, metrics as metrics_lib, preemption,
+                      sharding)
 from rlhf_jax.errors import UserError
 from rlhf_jax.tasks.base import Task
 
@@ -29,28 +29,6 @@ def make_task(config, workdir: str, mesh) -> Task:
     raise UserError(f"unknown task {config.task!r}; use the name of a module in "
                     f"rlhf_jax/tasks (e.g. 'pretrain')") from None
   return module.make_task(config, workdir, mesh)
-
-
-class _StopRequest:
-  """SIGTERM/SIGINT set a flag; the loop saves a checkpoint at the end of the step and exits."""
-
-  def __init__(self):
-    self.signum = None
-    self._previous = {}
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for signum in (signal.SIGTERM, signal.SIGINT):
-        self._previous[signum] = signal.signal(signum, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signum = signum
-
-  def __exit__(self, *exc):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
 
 
 def _write_config(config, workdir: str) -> None:
@@ -123,7 +101,7 @@ def run(config, workdir: str):
                       out_shardings=(state_shardings, None), donate_argnums=(0,))
     peak = metrics_lib.peak_flops_per_device(config.peak_flops_per_device) * mesh.size
     try:
-      with _StopRequest() as stop, contextlib.closing(writer):
+      with preemption.StopRequest() as stop, contextlib.closing(writer):
         if start_step == 0 and config.eval_every:
           writer.write(0, task.evaluate(state, jax.random.fold_in(eval_rng, 0)))
         state = _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng,
@@ -142,21 +120,37 @@ def run(config, workdir: str):
 
 def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, writer, ckpt,
           start_step, peak_flops, stop):
-  """Steps start_step+1 .. the task's total steps. Metrics are fetched one step late, so the host
-  never waits on the step it just dispatched. Progress: a bar on a terminal, else (a log
-  file, CI) a plain log line every log_every steps."""
+  """Steps start_step+1 .. the task's total steps.
+
+  The host fetches from the device (`fetch`: one `jax.device_get`) only at log steps, one
+  step late (after the next step is dispatched, so the device never waits on the host);
+  and at once at the first step of the session (it compiled: the throughput clock starts
+  after it), before an evaluation or a checkpoint, at a stop and at the last step. Between
+  fetches the device tallies tokens and the first NaN/Inf metric (`metrics_lib.tally_add`),
+  and steps are dispatched under a device-to-host transfer guard: a sync that creeps in
+  raises (on accelerators; CPU arrays live in host memory and are never guarded). A
+  divergence stops the run at the fetch that sees it; the fetch before a save also checks
+  the state itself (`metrics_lib.all_finite`), so no NaN/Inf state is ever saved.
+  Progress: a bar on a terminal, else (a log file, CI) a plain log line every log_every steps.
+  """
   total = task.total_steps or config.total_steps
   progress = tqdm.tqdm(total=total, initial=start_step, dynamic_ncols=True, disable=None,
                        desc=config.task)
   start_time = time.perf_counter()
   throughput = metrics_lib.Throughput(task.flops_per_step, peak_flops)
-  pending = None  # (step, device metrics) of the last dispatched step
+  empty_tally = tally = None
+  pending = None  # (step, device metrics, device tally) of a log step, fetched one step late
+  fetched = start_step  # the last step fetched
 
-  def finish(step, device_metrics):
-    host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-    metrics_lib.check_finite(step, host)
-    throughput.step_done(host.get("train/tokens", 0.0))
+  def fetch(step, device_metrics, device_tally, state_finite=True):
+    nonlocal fetched
+    host, host_tally, state_finite = jax.device_get((device_metrics, device_tally, state_finite))
+    metrics_lib.check_finite(host_tally, bool(state_finite), step, ckpt.latest_step())
+    throughput.add(step - fetched, float(host_tally["tokens"]))
+    progress.update(step - fetched)
+    fetched = step
     if step % config.log_every == 0 or step == total:
+      host = {k: float(v) for k, v in host.items()}
       host.update(throughput.report())
       writer.write(step, host)
       if progress.disable:  # tqdm found no terminal: a plain line instead of the bar
@@ -166,30 +160,36 @@ def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, wr
       else:
         progress.set_postfix({k.split("/")[1]: f"{host[k]:.4g}" for k in
                               ("train/loss", "train/tokens_per_sec") if k in host})
-    progress.update(1)
 
   for step in range(start_step + 1, total + 1):
-    batch = sharding.device_batch(next(data_iter), mesh)
-    state, device_metrics = step_fn(state, batch, jax.random.fold_in(train_rng, step))
+    with jax.transfer_guard_device_to_host("disallow"):
+      batch = sharding.device_batch(next(data_iter), mesh)
+      state, device_metrics = step_fn(state, batch, jax.random.fold_in(train_rng, step))
+      if empty_tally is None:
+        empty_tally = metrics_lib.tally_start(device_metrics)
+      tally = metrics_lib.tally_add(empty_tally if tally is None else tally, step,
+                                    device_metrics)
     if pending is not None:
-      finish(*pending)
-    pending = (step, device_metrics)
+      fetch(*pending)
+      pending = None
     epoch_end = task.steps_per_epoch and step % task.steps_per_epoch == 0
     evaluate = config.eval_every and (step % config.eval_every == 0 or step == total
                                       or epoch_end)
-    save = (step == total or stop.signum is not None
-            or (config.ckpt_every and step % config.ckpt_every == 0))
-    if evaluate or save:
-      finish(*pending)
+    save = step == total or (config.ckpt_every and step % config.ckpt_every == 0)
+    at_once = evaluate or save or step == start_step + 1
+    log = step % config.log_every == 0
+    stopping = stop.agreed(step, fetch_point=bool(at_once or log))
+    if at_once or log or stopping:
+      pending, tally = (step, device_metrics, tally), None
+    if at_once or stopping:
+      fetch(*pending, metrics_lib.all_finite(state) if save or stopping else True)
       pending = None
       if evaluate:
         writer.write(step, task.evaluate(state, jax.random.fold_in(eval_rng, step)))
-      if save:
+      if save or stopping:
         ckpt.save(step, state, data_iter.get_state())
-      throughput.pause()
-    if stop.signum is not None:
+      throughput.restart()
+    if stopping:
       break
-  if pending is not None:
-    finish(*pending)
   progress.close()
   return state

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from rlhf_jax import configs, metrics, sampling, tokenizer as tokenizer_lib, train
+from rlhf_jax import configs, errors, metrics, sampling, tokenizer as tokenizer_lib, train
 from rlhf_jax.models import gpt, heads
 from rlhf_jax.tasks import ppo, reward
 
@@ -125,6 +125,20 @@ def test_rm_score_equals_the_right_padded_rm_row():
       state.reward_params, jnp.asarray(rows), jnp.asarray(row_mask))[:, 0]
   np.testing.assert_allclose(scores, 1.7 * np.asarray(raw) - 0.3, atol=1e-5)
   assert np.std(scores) > 1e-3  # rows really score differently
+
+
+def test_a_runaway_kl_penalty_stops_the_run_as_a_divergence():
+  """β = 1e38 overflows the rewards, returns and value loss of a rollout; the loop's
+  device-side tally names the step and the PPO metrics (the loop runs this check on every
+  step's metrics: tests/test_train.py)."""
+  models, pieces, state = tiny_pieces()
+  prompts, responses = example_rows()
+  _, step_metrics = rollout_and_loss(models, pieces, state.replace(kl_coef=jnp.float32(1e38)),
+                                     prompts, responses, p=6, n=6)
+  tally = metrics.tally_add(metrics.tally_start(step_metrics), 3, step_metrics)
+  with pytest.raises(errors.Diverged, match=r"ppo/\w+ is (nan|inf|-inf).* at step 3; the last "
+                                            r"checkpoint \(step 2\) is intact"):
+    metrics.check_finite(jax.device_get(tally), True, 3, last_checkpoint=2)
 
 
 def test_token_count_reward_hook():

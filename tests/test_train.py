@@ -1,5 +1,7 @@
 """The shared loop with the pretraining task: learning, determinism, exact resume,
-data parallel / FSDP equivalence, signals, progress lines, and the files a run leaves behind."""
+data parallel / FSDP equivalence, signals, divergence, device→host fetches, progress lines,
+and the files a run leaves behind."""
+import collections
 import io
 import json
 import logging
@@ -10,10 +12,13 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from rlhf_jax import configs, metrics, train
+from rlhf_jax import configs, errors, metrics, train
+from rlhf_jax.tasks import lm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,19 +81,25 @@ def test_same_seed_same_losses_other_seed_differs(reference_run, corpus_path, tm
   assert losses(other)[1] != losses(reference_run[0])[1]
 
 
+def main_command(tmp_path, workdir, import_line, args, overrides=None):
+  """`python -m rlhf_jax.main` on `make(*args, **overrides)`, a config factory imported by
+  `import_line`, written as a config file."""
+  config_file = os.path.join(tmp_path, "config_%s.py" % os.path.basename(workdir))
+  with open(config_file, "w") as f:
+    f.write("import sys\nsys.path.insert(0, %r)\n%s\n"
+            "def get_config():\n  return make(*%r, **%r)\n" % (
+                os.path.dirname(__file__), import_line, tuple(args), overrides or {}))
+  return [sys.executable, "-m", "rlhf_jax.main", f"--config={config_file}",
+          f"--workdir={workdir}"]
+
+
 def assert_sigkill_resume_matches(import_line, args, reference_workdir, tmp_path,
                                   keys=("train/loss", "eval/loss")):
   """Runs `make(*args)` (a config factory imported by `import_line`) in a subprocess,
   kill -9 once checkpoint 4 exists, reruns it: every logged `keys` value equals the
   uninterrupted reference run's."""
   workdir = str(tmp_path / "killed")
-  config_file = os.path.join(tmp_path, "killed_config.py")
-  with open(config_file, "w") as f:
-    f.write("import sys\nsys.path.insert(0, %r)\n%s\n"
-            "def get_config():\n  return make(*%r)\n" % (os.path.dirname(__file__),
-                                                         import_line, tuple(args)))
-  command = [sys.executable, "-m", "rlhf_jax.main", f"--config={config_file}",
-             f"--workdir={workdir}"]
+  command = main_command(tmp_path, workdir, import_line, args)
   process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
   deadline = time.time() + 240
@@ -173,11 +184,118 @@ def test_init_from_warm_starts_params(reference_run, corpus_path, tmp_path):
   assert int(jax.device_get(state.step)) == 1
 
 
-def test_non_finite_loss_stops_the_run_naming_step_and_metric(corpus_path, tmp_path):
-  config = tiny_config(corpus_path, total_steps=6, eval_every=0, **{"optim.lr": 1e12,
-                                                                   "optim.grad_clip": 0.0})
-  with pytest.raises(FloatingPointError, match=r"step \d+: .*train/(loss|grad_norm)=(nan|inf)"):
-    train.run(config, str(tmp_path / "diverged"))
+def test_a_second_interrupt_aborts_at_once(corpus_path, tmp_path, monkeypatch):
+  """The first Ctrl-C asks for a checkpoint after the step; a second one before it is saved
+  aborts: KeyboardInterrupt, no checkpoint, the previous handler back."""
+  workdir = str(tmp_path / "interrupted")
+  batches_fed = []
+  device_batch = train.sharding.device_batch
+
+  def device_batch_then_interrupt_twice(batch, mesh):
+    batches_fed.append(1)
+    if len(batches_fed) == 3:
+      os.kill(os.getpid(), signal.SIGINT)  # the handler runs before os.kill returns
+      os.kill(os.getpid(), signal.SIGINT)
+    return device_batch(batch, mesh)
+
+  monkeypatch.setattr(train.sharding, "device_batch", device_batch_then_interrupt_twice)
+  with pytest.raises(KeyboardInterrupt):
+    train.run(tiny_config(corpus_path, ckpt_every=0, eval_every=0), workdir)
+  assert len(batches_fed) == 3
+  assert not os.listdir(os.path.join(workdir, "checkpoints"))
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def assert_checkpoints_finite(workdir, steps):
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [str(s) for s in steps]
+  for step in steps:
+    state = ocp.StandardCheckpointer().restore(
+        os.path.join(workdir, "checkpoints", str(step), "state"))
+    leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
+    assert all(np.all(np.isfinite(x)) for x in leaves if np.issubdtype(x.dtype, np.inexact))
+
+
+def test_divergence_exits_with_one_line_naming_the_step_and_metric(corpus_path, tmp_path):
+  """lr 1e30, reached over the 2-step warmup: step 3's loss is NaN. No row is logged
+  (log_every is beyond the run): the check before the checkpoint of step 4 stops it."""
+  workdir = str(tmp_path / "diverged")
+  overrides = {"total_steps": 6, "eval_every": 0, "log_every": 100, "ckpt_every": 2,
+               "optim.lr": 1e30, "optim.grad_clip": 0.0}
+  result = subprocess.run(main_command(tmp_path, workdir, "from test_train import tiny_config "
+                                       "as make", [corpus_path], overrides),
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1, result.stderr[-3000:]
+  errors_printed = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors_printed) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert errors_printed[0] == (
+      "error: train/loss is nan, train/grad_norm is nan at step 3; the last checkpoint "
+      "(step 2) is intact: rerun with the same --workdir and a lower --config.optim.lr (or "
+      "optim.grad_clip set) to resume from it")
+  assert_checkpoints_finite(workdir, [2])
+
+
+def test_a_state_with_nan_or_inf_is_never_saved(corpus_path, tmp_path):
+  """lr 3.4e38 (float32's largest) after a 1-step warmup: update 2 overflows parameters to
+  ±inf, while step 2's metrics (computed before the update) are finite."""
+  workdir = str(tmp_path / "diverged")
+  config = tiny_config(corpus_path, total_steps=6, eval_every=0, log_every=100, ckpt_every=1,
+                       **{"optim.lr": 3.4e38, "optim.warmup_steps": 1, "optim.grad_clip": 0.0})
+  with pytest.raises(errors.Diverged, match=r"^the training state holds NaN/Inf after step 2 "
+                                            r"\(its metrics were finite\); the last "
+                                            r"checkpoint \(step 1\) is intact"):
+    train.run(config, workdir)
+  assert_checkpoints_finite(workdir, [1])
+
+
+def count_fetches(monkeypatch, key):
+  """Counter of device→host fetches by `key()`: every jax.device_get and float()/int()/bool()
+  of a jax.Array goes through its `_value`. (jax's transfer guard would say the same on an
+  accelerator; on the CPU an array already lives in host memory and is never guarded.)"""
+  counts = collections.Counter()
+  array_type = type(jnp.zeros(()))
+  value = array_type._value
+  monkeypatch.setattr(array_type, "_value",
+                      property(lambda array: (counts.update([key()]), value.fget(array))[1]))
+  return counts
+
+
+def test_metrics_are_fetched_only_at_log_steps_and_boundaries(corpus_path, tmp_path,
+                                                              monkeypatch):
+  """12 steps, log_every=5: fetches after feeding step 1 (it compiled: the clock starts),
+  steps 6 and 11 (the metrics of steps 5 and 10, one step late) and step 12 (the last, and
+  its checkpoint); every step is dispatched under the device-to-host transfer guard."""
+  guards = []
+  device_batch = train.sharding.device_batch
+
+  def device_batch_noting_the_guard(batch, mesh):
+    guards.append(jax.config.jax_transfer_guard_device_to_host)
+    return device_batch(batch, mesh)
+
+  monkeypatch.setattr(train.sharding, "device_batch", device_batch_noting_the_guard)
+  fetches = count_fetches(monkeypatch, key=lambda: len(guards))
+  workdir = str(tmp_path / "run")
+  train.run(tiny_config(corpus_path, log_every=5, eval_every=0, ckpt_every=0), workdir)
+  monkeypatch.undo()
+  assert guards == ["disallow"] * 12
+  assert sorted(step for step in fetches if step) == [1, 6, 11, 12], fetches
+  rows = metrics.read_metrics(workdir)
+  assert [r["step"] for r in rows] == [5, 10, 12]
+  assert "train/tokens_per_sec" in rows[0] and "train/loss" in rows[0]
+
+
+def test_evaluation_sums_on_the_device_and_fetches_once(monkeypatch):
+  def loss_sum(params, batch, rng):
+    del rng
+    return jnp.sum((batch["x"] - params) ** 2), (jnp.float32(batch["x"].size), {})
+
+  batches = [{"x": jnp.arange(4.0) + i} for i in range(5)]
+  evaluate = lm.eval_loss_fn(loss_sum)
+  evaluate(jnp.float32(1.0), batches)  # compiles
+  fetches = count_fetches(monkeypatch, key=lambda: "eval")
+  results = evaluate(jnp.float32(1.0), batches)
+  assert fetches["eval"] <= 2  # Σ loss and Σ count, in one jax.device_get
+  assert results["eval/loss"] == pytest.approx(np.mean([(np.arange(4.0) + i - 1) ** 2
+                                                        for i in range(5)]))
 
 
 def test_loop_logs_plain_progress_lines_when_stderr_is_not_a_terminal(corpus_path, tmp_path,

@@ -21,6 +21,7 @@ import os
 import flax
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -94,16 +95,15 @@ def warm_start_fn(init_from: str):
 
 
 def score_batches(score_fn, params, batches):
-  """(scores [N, K], ranking [N, K], index [N]) of fixed device batches, on the host."""
-  out = {"scores": [], "ranking": [], "index": []}
-  for batch in batches:
-    scores = score_fn(params, batch["tokens"], batch["response_mask"])
-    for key, value in (("scores", scores), ("ranking", batch["ranking"]),
-                       ("index", batch["index"])):
-      out[key].append(np.asarray(multihost_utils.process_allgather(value, tiled=True)))
-  if not out["scores"]:
+  """(scores [N, K], ranking [N, K], index [N]) of fixed device batches, on the host: the
+  batches are joined on the device and fetched in one transfer per evaluation."""
+  if not batches:
     raise UserError("no held-out preference batch to evaluate; add data or lower batch_size")
-  return tuple(np.concatenate(out[key]) for key in ("scores", "ranking", "index"))
+  columns = {"scores": [score_fn(params, b["tokens"], b["response_mask"]) for b in batches],
+             "ranking": [b["ranking"] for b in batches], "index": [b["index"] for b in batches]}
+  joined = {key: jnp.concatenate(values) for key, values in columns.items()}
+  host = multihost_utils.process_allgather(joined, tiled=True)
+  return tuple(np.asarray(host[key]) for key in ("scores", "ranking", "index"))
 
 
 def make_task(config, workdir: str, mesh) -> Task:
