@@ -153,6 +153,8 @@ def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, wr
       host = {k: float(v) for k, v in host.items()}
       host.update(throughput.report())
       writer.write(step, host)
+      if task.check_metrics is not None:
+        task.check_metrics(host)
       if progress.disable:  # tqdm found no terminal: a plain line instead of the bar
         logging.info("%s", metrics_lib.progress_line(config.task, step, total, host,
                                                      time.perf_counter() - start_time,

@@ -3,6 +3,7 @@ controlled run that learns a known reward under the adaptive KL controller, exac
 after SIGKILL, and one-line errors for bad workdirs."""
 import functools
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -256,3 +257,13 @@ def test_prompt_batch_not_divisible_by_devices(tmp_path, prompts_path):
   result = run_main(SMOKE, f"--workdir={tmp_path / 'w'}", f"--config.data.path={prompts_path}",
                     "--config.batch_size=12")
   assert_one_line_error(result, "batch_size=12", "8 data-parallel devices")
+
+
+def test_logged_rows_warn_when_kl_is_negative_or_the_ratio_runs_away(caplog):
+  """The host-side check the loop runs on each logged PPO row (no callback in the step)."""
+  with caplog.at_level(logging.WARNING):
+    ppo.warn_if_far({"ppo/kl": 0.01, "ppo/ratio_max": 1.5}, ratio_warn=10.0)
+    assert not caplog.records
+    ppo.warn_if_far({"ppo/kl": -0.02, "ppo/ratio_max": 1.5}, ratio_warn=10.0)
+    ppo.warn_if_far({"ppo/kl": 0.01, "ppo/ratio_max": 12.0}, ratio_warn=10.0)
+  assert len(caplog.records) == 2 and "moved far" in caplog.records[0].getMessage()

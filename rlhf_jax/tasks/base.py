@@ -35,6 +35,8 @@ class Task(NamedTuple):
   total_steps: how many steps the run takes (the task derives it, e.g. from epochs).
   steps_per_epoch: steps in one pass over the training data (0 = unknown, e.g. packed
     streams); the loop also evaluates at every epoch boundary.
+  check_metrics: host-side look at each logged row of float metrics (e.g. a warning);
+    None = nothing to check.
   """
   init: Callable[[PRNGKey], State]
   step: Callable[[State, Batch, PRNGKey], tuple[State, Metrics]]
@@ -46,6 +48,7 @@ class Task(NamedTuple):
   info: dict | None = None
   total_steps: int = 0
   steps_per_epoch: int = 0
+  check_metrics: Callable[[dict], None] | None = None
 
 
 def total_steps(config, steps_per_epoch: int) -> int:

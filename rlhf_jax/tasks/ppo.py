@@ -187,7 +187,13 @@ def _summed_grads(loss_fn, params, batch, num_micro: int):
   return grads, sums, maxima
 
 
-def _warn(kl, ratio_max, ratio_warn):
+def warn_if_far(metrics: dict, ratio_warn: float) -> None:
+  """Host-side check of a logged row: a warning when KL < 0 or the ratio runs away.
+
+  Run by the loop on each logged row (`Task.check_metrics`), not inside the step: a
+  callback in the compiled step would cost a host round trip every iteration.
+  """
+  kl, ratio_max = metrics.get("ppo/kl", 0.0), metrics.get("ppo/ratio_max", 1.0)
   if kl < 0 or ratio_max > ratio_warn:
     logging.warning("PPO: mean KL %.4g < 0 or max ratio %.4g > %.4g: the policy moved far "
                     "from the sampler or the reference; lower the learning rate or raise β",
@@ -340,7 +346,6 @@ def make_pieces(models: Models, cfg, *, eos_id: int, pad_id: int, policy_tx, cri
     metrics.update(update_metrics)
     kl_coef = rl.update_kl_coef(state.kl_coef, metrics["ppo/kl"], prompt_BxP.shape[0],
                                 target=cfg.target_kl, horizon=cfg.kl_horizon)
-    jax.debug.callback(_warn, metrics["ppo/kl"], metrics["ppo/ratio_max"], cfg.ratio_warn)
     return state.replace(step=state.step + 1, kl_coef=kl_coef, score_moments=moments), metrics
 
   return Pieces(generate, score, reference, rollout, minibatch_loss, update, step)
@@ -652,4 +657,5 @@ def make_task(config, workdir: str, mesh) -> Task:
       warm_start=warm_start_fn(config, mesh),
       info=info,
       total_steps=total_steps,
+      check_metrics=functools.partial(warn_if_far, ratio_warn=cfg.ratio_warn),
   )
