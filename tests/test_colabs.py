@@ -1,4 +1,5 @@
-"""Every notebook in colabs/ is valid nbformat 4 and its code runs top to bottom.
+"""Every notebook in colabs/ is valid nbformat 4, its code runs top to bottom, and it shows
+what it says (`SHOWS`: checks on the namespace after the last cell).
 
 The code cells run in one namespace, in-process, with the working directory set to
 a temporary directory (so runs/ and other outputs stay out of the checkout).
@@ -26,6 +27,37 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "colabs", "*.ipynb")))
 # notebook -> the workdir (relative to its working directory) seeded with the smoke pipeline
 SEEDED = {"chatgpt_quickstart.ipynb": "runs/chatgpt_quickstart"}
 COLAB_ONLY = "# colab-only"
+
+
+def _pretrain_quickstart(ns):
+  import math  # pylint: disable=g-import-not-at-top
+  from rlhf_jax import metrics  # pylint: disable=g-import-not-at-top
+  assert ns["same"] is True  # the resumed params equal the returned state's
+  assert int(ns["state"].step) == ns["config"].total_steps == 40
+  evals = [row["eval/loss"] for row in metrics.read_metrics(ns["WORKDIR"]) if "eval/loss" in row]
+  assert evals[-1] < evals[0] < math.log(ns["config"].tokenizer.vocab_size) + 0.5
+
+
+def _world_tour(ns):
+  assert all(ns["records"][kind] for kind in ns["KINDS"])
+  means = {t: sum(g) / len(g) for t, g in ns["gold_by_tier"].items()}
+  assert ns["tiers"][0] == "ideal" and means["ideal"] > 0.9, means
+
+
+def _reward_model(ns):
+  assert ns["rewards_NxK"].shape[0] == len(ns["test_rankings"]) > 0
+  assert ns["pairs"], "the disagreement table needs pairs the judge does not tie"
+
+
+def _chatgpt_quickstart(ns):
+  report = ns["report"]
+  assert {"base", "sft", "ppo"} <= set(report["policies"])
+  assert set(ns["models"]) == {"sft", "ppo"}
+
+
+# What each notebook shows, checked on its namespace after the last cell.
+SHOWS = {"pretrain_quickstart.ipynb": _pretrain_quickstart, "world_tour.ipynb": _world_tour,
+         "reward_model.ipynb": _reward_model, "chatgpt_quickstart.ipynb": _chatgpt_quickstart}
 
 
 def load(path):
@@ -85,3 +117,4 @@ def test_notebook_runs(path, tmp_path, monkeypatch, request):
         exec(compile(source(cell), f"{name}[cell {i}]", "exec"), namespace)  # pylint: disable=exec-used
   finally:
     plt.close("all")
+  SHOWS[name](namespace)
