@@ -4,7 +4,16 @@ A `UserError` says what is wrong and how to fix it, in one line. `main` prints
 it without a traceback and exits with status 2; anything else is a bug and
 keeps its traceback.
 """
+import argparse
 
 
 class UserError(Exception):
   """A bad path, config value, data record or checkpoint; the message names the fix."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """The thin commands' parser: a usage mistake (a missing or malformed argument) is one
+  `error:` line and exit status 2, as a UserError is."""
+
+  def error(self, message):
+    self.exit(2, f"error: {message}; see {self.prog} --help\n")
