@@ -14,7 +14,7 @@ import jax
 
 from rlhf_jax import policy as policy_lib
 from rlhf_jax import sample as sample_lib
-from rlhf_jax.errors import UserError
+from rlhf_jax.errors import ArgumentParser, UserError
 
 
 def fit_conversation(tokenizer, messages: list[dict], budget: int) -> list[dict]:
@@ -27,8 +27,8 @@ def fit_conversation(tokenizer, messages: list[dict], budget: int) -> list[dict]
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m rlhf_jax.chat", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = ArgumentParser(prog="python -m rlhf_jax.chat", description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
   sample_lib.add_sampling_args(parser, temperature=0.7)
   parser.set_defaults(top_p=0.9)
   args = parser.parse_args(argv)

@@ -98,10 +98,21 @@ def _read_only_manager(workdir: str, name: str = "init_from"):
         directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
         item_names=("state", "data"))
     step = manager.latest_step()
+    if step is None:
+      manager.close()
   if step is None:
+    flag = f"--{name}" if name == "workdir" else f"--config.{name}"
     raise UserError(f"{name}={workdir!r} holds no checkpoint under {directory}; point "
-                    f"--{'config.' * (name == 'init_from')}{name} at a finished run's workdir")
+                    f"{flag} at a finished run's workdir")
   return manager, step, directory
+
+
+def latest_step(workdir: str) -> int | None:
+  """The step of a workdir's newest checkpoint, None when it has none; creates nothing."""
+  try:
+    return saved_step(workdir, "workdir")
+  except UserError:
+    return None
 
 
 def saved_step(workdir: str, name: str = "init_from") -> int:

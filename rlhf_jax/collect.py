@@ -23,7 +23,7 @@ import numpy as np
 from rlhf_jax import evaluation, policy as policy_lib, sharding
 from rlhf_jax.data import store
 from rlhf_jax.data.world import writer
-from rlhf_jax.errors import UserError
+from rlhf_jax.errors import ArgumentParser, UserError
 
 SUMMARY_FILE = "collect.json"
 
@@ -34,7 +34,8 @@ def _world_records(data: str, split: str, num_prompts: int) -> tuple[str, list[d
   world_dir = store.ensure_world(size, seed)
   path = os.path.join(world_dir, "rankings", f"{split}.jsonl")
   if not os.path.exists(path):
-    raise UserError(f"--splits names {split!r}, which the world lacks; use train, valid, test")
+    raise UserError(f"--splits names {split!r}, which the world lacks; use some of train, "
+                    f"valid, test")
   with open(path, encoding="utf-8") as f:
     rows = [json.loads(line) for line in f]
   records = evaluation.prompt_records(
@@ -82,14 +83,20 @@ def run(args) -> dict:
     raise UserError(f"--data={args.data!r}: labelling samples needs the world's labelers; "
                     f"pass --data=world:SIZE:SEED/rankings")
   mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
+  sharding.check_batch_size(args.batch_size, mesh, "--batch_size")
   pol = policy_lib.load(args.policy_workdir, mesh)
+  if not 0 < args.max_new_tokens < pol.model.cfg.max_len:
+    raise UserError(f"--max_new_tokens={args.max_new_tokens} must be in [1, "
+                    f"{pol.model.cfg.max_len - 1}] for this model's context of "
+                    f"{pol.model.cfg.max_len}")
+  splits = {split: _world_records(args.data, split, args.num_prompts)  # all, before writing
+            for split in args.splits.split(",")}
   os.makedirs(args.out, exist_ok=True)
   summary = {"policy_workdir": os.path.abspath(args.policy_workdir), "policy_step": pol.step,
              "data": args.data, "k": args.k, "temperature": args.temperature,
              "max_new_tokens": args.max_new_tokens, "splits": {}}
   with jax.set_mesh(mesh):
-    for n, split in enumerate(args.splits.split(",")):
-      world_dir, records = _world_records(args.data, split, args.num_prompts)
+    for n, (split, (world_dir, records)) in enumerate(splits.items()):
       responses = sample_responses(pol, records, args.k, jax.random.key(args.seed + 1000 * n),
                                    mesh=mesh, batch_size=args.batch_size,
                                    max_new_tokens=args.max_new_tokens,
@@ -113,8 +120,8 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m rlhf_jax.collect", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = ArgumentParser(prog="python -m rlhf_jax.collect", description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--policy_workdir", required=True, help="an SFT (or any policy) workdir")
   parser.add_argument("--out", required=True, help="directory for <split>.jsonl")
   parser.add_argument("--data", default="world:small:0/rankings")

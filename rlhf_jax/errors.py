@@ -5,6 +5,7 @@ traceback and exits with status 2. `Diverged` says where a run's numbers became
 NaN/Inf: exit status 1, the checkpoints before it kept. Anything else is a bug
 and keeps its traceback.
 """
+import argparse
 
 
 class UserError(Exception):
@@ -13,3 +14,11 @@ class UserError(Exception):
 
 class Diverged(FloatingPointError):
   """A loss or metric became NaN/Inf; the message names the step, the metric and the fix."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """The thin commands' parser: a usage mistake (a missing or malformed argument) is one
+  `error:` line and exit status 2, as a UserError is."""
+
+  def error(self, message):
+    self.exit(2, f"error: {message}; see {self.prog} --help\n")

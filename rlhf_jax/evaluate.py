@@ -24,11 +24,12 @@ import jax
 import ml_collections
 
 from rlhf_jax import configs, evaluation, policy as policy_lib, report, sharding
-from rlhf_jax.errors import UserError
+from rlhf_jax.errors import ArgumentParser, UserError
 
 
 def run(args) -> dict:
   mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
+  sharding.check_batch_size(args.batch_size, mesh, "--batch_size")
   policy = policy_lib.load(args.workdir, mesh)
   data = args.data or policy.config.data.path
   records, demonstrations = evaluation.held_out_records(data, args.split, args.num_prompts)
@@ -89,8 +90,8 @@ def _print_report(results: dict, workdir: str) -> None:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m rlhf_jax.evaluate", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = ArgumentParser(prog="python -m rlhf_jax.evaluate", description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--base_workdir", default="")
   parser.add_argument("--data", default="", help="default: the workdir's data.path")

@@ -39,7 +39,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from rlhf_jax import hf, policy as policy_lib, sample, tokenizer as tokenizer_lib
-from rlhf_jax.errors import UserError
+from rlhf_jax.errors import ArgumentParser, UserError
 
 HEAD_WEIGHTS = "reward_head.safetensors"
 HEAD_CARD = "reward_head.json"
@@ -152,8 +152,8 @@ def export(workdir: str, out: str) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m rlhf_jax.export", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = ArgumentParser(prog="python -m rlhf_jax.export", description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="a training run's directory")
   parser.add_argument("--out", required=True, help="the Hugging Face directory to write")
   args = parser.parse_args(argv)

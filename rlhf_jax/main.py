@@ -27,8 +27,16 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(f"{str(e).splitlines()[0]} (see --helpfull for valid flags and config keys)")
-  except (AttributeError, KeyError, ValueError, TypeError, FileNotFoundError, OSError) as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    # A config file that raised carries its traceback: keep the flag and the exception line.
+    message = f"{lines[0]} {lines[-1]}" if len(lines) > 1 else lines[0]
+    _fail(f"{message} (see --helpfull for valid flags and config keys)")
+  except (AttributeError, KeyError) as e:  # a --config.KEY the config does not have
+    key = str(e).strip("\"' ")
+    given = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a.split("=")[0]]
+    _fail(f"{(given or ['--config.' + key])[0]}: {key!r} is not a key of this config; check "
+          f"the spelling (see --helpfull for the config's keys)")
+  except (ValueError, TypeError, FileNotFoundError, OSError) as e:
     _fail(f"bad --config: {str(e).strip().splitlines()[-1]}")
 
 

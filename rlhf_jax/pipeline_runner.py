@@ -13,7 +13,7 @@ import time
 
 import ml_collections
 
-from rlhf_jax import config_checks, configs, train
+from rlhf_jax import config_checks, configs, sharding, train
 from rlhf_jax.errors import Diverged, UserError
 
 DONE_FILE = "done.json"
@@ -87,15 +87,30 @@ def _naming_the_stage(name: str):
     raise Diverged(f"stage {name}: {e} (a stage's keys are --config.{name}.KEY)") from None
 
 
+def _check_before_training(config, workdir: str, stages) -> None:
+  """Every stage's values, devices and outside inputs (those no earlier stage writes), and
+  the report's settings, before the first stage trains."""
+  config_checks.check_workdir(workdir)
+  produced = [os.path.join(workdir, name) for name, _ in stages]
+  for name, stage_config in stages:
+    with _naming_the_stage(name):
+      config_checks.check(stage_config)
+      if not is_done(os.path.join(workdir, name)):  # a finished stage reads nothing again
+        config_checks.check_devices(stage_config, sharding.make_mesh(stage_config.mesh))
+        config_checks.check_inputs(stage_config, produced)
+  if config.report.num_prompts:
+    from rlhf_jax import report  # pylint: disable=g-import-not-at-top
+    report.best_of_counts(config.report.best_of)
+    sharding.check_batch_size(config.report.batch_size, report.report_mesh(),
+                              "--config.report.batch_size")
+
+
 def run(config, workdir: str) -> None:
   """Trains every stage not yet done, in order, then writes the report."""
   workdir = os.path.abspath(workdir)
   stages = stage_configs(config, workdir)
   names = [name for name, _ in stages]
-  for name, stage_config in stages:  # every stage's values, before the first one trains
-    with _naming_the_stage(name):
-      config_checks.check(stage_config)
-  config_checks.check_workdir(workdir)
+  _check_before_training(config, workdir, stages)
   for i, (name, stage_config) in enumerate(stages):
     stage_dir = os.path.join(workdir, name)
     done = ", ".join(names[:i])

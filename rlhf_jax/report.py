@@ -262,6 +262,11 @@ def _comparisons(gold: dict, rm: dict, counts: list[int]) -> tuple[dict, dict]:
   return diffs, win_rates
 
 
+def report_mesh():
+  """Every device, data parallel: the report's batches split over all of them."""
+  return sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
+
+
 def write_report(pipeline_workdir: str, report_config) -> dict:
   """Evaluates a pipeline workdir's policies and writes the report; returns report.json's
   dict: policies.<name>.{gold: {mean, lo, hi, n, by_category, by_family}, rm: {mean, lo,
@@ -272,7 +277,7 @@ def write_report(pipeline_workdir: str, report_config) -> dict:
   notes = []
   stages = _stages(workdir, notes)
   counts = best_of_counts(cfg.best_of) if "rm" in stages else []
-  mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
+  mesh = report_mesh()
   with jax.set_mesh(mesh):
     run = _Run(stages, cfg, mesh)
     texts, best_of, ppo = _generate(run, stages, counts, notes)

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from rlhf_jax import evaluation, policy as policy_lib, sharding
-from rlhf_jax.errors import UserError
+from rlhf_jax.errors import ArgumentParser, UserError
 
 
 def add_sampling_args(parser: argparse.ArgumentParser, temperature: float) -> None:
@@ -60,8 +60,8 @@ def generate(policy: policy_lib.Policy, prompt_ids: list[list[int]], args, rng) 
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m rlhf_jax.sample", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = ArgumentParser(prog="python -m rlhf_jax.sample", description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
   add_sampling_args(parser, temperature=1.0)
   parser.add_argument("--prompt", required=True)
   parser.add_argument("--num_samples", type=int, default=1)

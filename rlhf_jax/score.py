@@ -8,7 +8,6 @@ transcripts, rankings {"prompt", "responses", "ranking"} → {"rewards": [...], 
 "meta" is copied. A malformed record is a one-line error naming file:line. Use it for
 best-of-N (score N samples of a prompt, keep the best) or to inspect a reward model.
 """
-import argparse
 import functools
 import json
 import os
@@ -20,13 +19,13 @@ import numpy as np
 
 from rlhf_jax import sharding
 from rlhf_jax.data import formats, pipeline, readers
-from rlhf_jax.errors import UserError
+from rlhf_jax.errors import ArgumentParser, UserError
 
 
 def read_scoring_records(path: str) -> list[dict]:
   """{"prompt": messages, "responses": [...], "ranking": [...] | None, "meta"?} per record."""
   records = []
-  for file in readers.expand_paths(path):
+  for file in readers.expand_paths(path, flag="--data"):
     for lineno, line in readers.iter_lines(file):
       if not line.strip():
         continue
@@ -101,7 +100,7 @@ def score_records(workdir: str, records: list[dict]) -> list[dict]:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = ArgumentParser(prog="python -m rlhf_jax.score", description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", required=True, help="a reward-model run's workdir")
   parser.add_argument("--data", required=True, help="JSONL (.gz) of pairs, rankings or "
                       "{prompt, response} records")

@@ -28,6 +28,7 @@ USER = "<|user|>"
 ASSISTANT = "<|assistant|>"
 SPECIAL_TOKENS = (EOS, PAD, SYSTEM, USER, ASSISTANT)
 _NUM_BYTES = 256
+MIN_VOCAB_SIZE = _NUM_BYTES + len(SPECIAL_TOKENS)  # a byte-level BPE with no merges
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -141,10 +142,9 @@ def _byte_level(model: models.Model) -> tokenizers.Tokenizer:
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
   """Trains a byte-level BPE with `vocab_size` ids (specials included); deterministic."""
-  minimum = _NUM_BYTES + len(SPECIAL_TOKENS)
-  if vocab_size < minimum:
+  if vocab_size < MIN_VOCAB_SIZE:
     raise UserError(f"tokenizer vocab_size={vocab_size} is too small; "
-                    f"use at least {minimum} (256 bytes + {len(SPECIAL_TOKENS)} specials)")
+                    f"use at least {MIN_VOCAB_SIZE} (256 bytes + {len(SPECIAL_TOKENS)} specials)")
   hf = _byte_level(models.BPE())
   trainer = trainers.BpeTrainer(
       vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),

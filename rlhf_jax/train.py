@@ -8,6 +8,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import signal
 import time
 
@@ -22,13 +23,9 @@ from rlhf_jax.tasks.base import Task
 
 
 def make_task(config, workdir: str, mesh) -> Task:
-  """`rlhf_jax.tasks.<config.task>.make_task(config, workdir, mesh)`."""
-  try:
-    module = importlib.import_module(f"rlhf_jax.tasks.{config.task}")
-  except ModuleNotFoundError:
-    raise UserError(f"unknown task {config.task!r}; use the name of a module in "
-                    f"rlhf_jax/tasks (e.g. 'pretrain')") from None
-  return module.make_task(config, workdir, mesh)
+  """`rlhf_jax.tasks.<config.task>.make_task(config, workdir, mesh)` (the name is checked
+  by `config_checks.check`)."""
+  return importlib.import_module(f"rlhf_jax.tasks.{config.task}").make_task(config, workdir, mesh)
 
 
 def _write_config(config, workdir: str) -> None:
@@ -58,20 +55,64 @@ def _check_resumable(config, workdir: str) -> None:
 def run(config, workdir: str):
   """Trains `config.task` in `workdir` and returns the final state (for notebooks)."""
   workdir = os.path.abspath(workdir)
-  config_checks.check(config)
   config_checks.check_workdir(workdir)
   # An init_from that is a Hugging Face GPT-2 directory fixes the model's shape.
   config = hf.resolve_config(config)
-  os.makedirs(workdir, exist_ok=True)
+  config_checks.check(config)
+  config_checks.check_inputs(config)
   mesh = sharding.make_mesh(config.mesh)
-  sharding.check_batch_size(config.batch_size, mesh)
-  rules = sharding.rules(config.mesh)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_ckpts)
-  if ckpt.latest_step() is not None:
+  config_checks.check_devices(config, mesh)
+  if checkpoint.latest_step(workdir) is not None:
     _check_resumable(config, workdir)
-  _write_config(config, workdir)
+  created = _snapshot(workdir)
+  try:
+    return _train(config, workdir, mesh)
+  except UserError:
+    # A mistake found before the first checkpoint (data, tokenizer, a warm start that does
+    # not fit) leaves the workdir as it was: a rerun must not take the config.json or
+    # tokenizer.json of a failed start for progress.
+    if checkpoint.latest_step(workdir) is None:
+      _remove_new(workdir, created)
+    raise
 
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+
+def _snapshot(workdir: str) -> tuple[str | None, set[str]]:
+  """(the topmost directory on the way to `workdir` that does not exist yet, or None when
+  `workdir` exists; the names in `workdir` now)."""
+  top, path = None, workdir
+  while not os.path.exists(path):
+    top, path = path, os.path.dirname(path)
+  return top, (set(os.listdir(workdir)) if top is None else set())
+
+
+def _remove_new(workdir: str, snapshot: tuple[str | None, set[str]]) -> None:
+  """Removes what this run added since `_snapshot`: the directories it created, or the new
+  entries of a workdir that existed."""
+  top, names = snapshot
+  if top is not None:
+    shutil.rmtree(top, ignore_errors=True)
+    return
+  for name in set(os.listdir(workdir)) - names:
+    path = os.path.join(workdir, name)
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      os.remove(path)
+
+
+def _train(config, workdir: str, mesh):
+  os.makedirs(workdir, exist_ok=True)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_ckpts)
+  try:
+    return _start_and_loop(config, workdir, mesh, ckpt)
+  finally:
+    ckpt.wait()
+    ckpt.close()
+
+
+def _start_and_loop(config, workdir: str, mesh, ckpt):
+  """Task, then the restored or fresh (and warm-started) state, then `_loop`."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config.mesh)):
     task = make_task(config, workdir, mesh)
     init_rng, train_rng, eval_rng = jax.random.split(jax.random.key(config.seed), 3)
     abstract_state = jax.eval_shape(task.init, init_rng)
@@ -89,6 +130,7 @@ def run(config, workdir: str):
       if config.init_from:
         state = task.warm_start(state)
       data_state = None
+    _write_config(config, workdir)
     start_step = int(jax.device_get(state.step))
     data_iter = task.train_data(data_state)
 
@@ -100,15 +142,11 @@ def run(config, workdir: str):
     step_fn = jax.jit(task.step, in_shardings=(state_shardings, None, None),
                       out_shardings=(state_shardings, None), donate_argnums=(0,))
     peak = metrics_lib.peak_flops_per_device(config.peak_flops_per_device) * mesh.size
-    try:
-      with preemption.StopRequest() as stop, contextlib.closing(writer):
-        if start_step == 0 and config.eval_every:
-          writer.write(0, task.evaluate(state, jax.random.fold_in(eval_rng, 0)))
-        state = _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng,
-                      writer, ckpt, start_step, peak, stop)
-    finally:
-      ckpt.wait()
-      ckpt.close()
+    with preemption.StopRequest() as stop, contextlib.closing(writer):
+      if start_step == 0 and config.eval_every:
+        writer.write(0, task.evaluate(state, jax.random.fold_in(eval_rng, 0)))
+      state = _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng,
+                    writer, ckpt, start_step, peak, stop)
     if stop.signum is not None:
       logging.warning("stopped by signal %d; checkpoint saved at step %d", stop.signum,
                       int(jax.device_get(state.step)))

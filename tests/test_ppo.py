@@ -2,7 +2,6 @@
 controlled run that learns a known reward under the adaptive KL controller, exact resume
 after SIGKILL, and one-line errors for bad workdirs."""
 import functools
-import json
 import logging
 import os
 import signal
@@ -17,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from rlhf_jax import configs, errors, metrics, sampling, tokenizer as tokenizer_lib, train
+from rlhf_jax import configs, errors, metrics, sampling, train
 from rlhf_jax.models import gpt, heads
 from rlhf_jax.tasks import ppo, reward
 
@@ -219,38 +218,6 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(controlled_run, p
 # ---------------------------------------------------------------------------- user errors
 
 SMOKE = "--config=experiments/ppo_world.py:smoke"
-
-
-@pytest.fixture(scope="module")
-def workdirs(tmp_path_factory, prompts_path):
-  """An SFT-like workdir with a tokenizer, and RM workdirs with the same / another one."""
-  root = tmp_path_factory.mktemp("workdirs")
-  texts = [json.loads(line)["messages"][0]["content"] for line in open(prompts_path)]
-  for name, vocab in (("sft", 300), ("rm_other", 320)):
-    os.makedirs(root / name)
-    tokenizer_lib.train_bpe(texts, vocab).save(str(root / name / "tokenizer.json"))
-    (root / name / "config.json").write_text(json.dumps(
-        {"task": "sft" if name == "sft" else "reward", "model": configs.base_config().model.to_dict()}))
-  return root
-
-
-def test_missing_init_from_and_reward_from(tmp_path, prompts_path, workdirs):
-  data = f"--config.data.path={prompts_path}"
-  result = run_main(SMOKE, f"--workdir={tmp_path / 'a'}", data,
-                    f"--config.init_from={tmp_path / 'no_sft'}",
-                    f"--config.ppo.reward_from={workdirs / 'rm_other'}")
-  assert_one_line_error(result, "init_from", "no_sft", "does not exist")
-  result = run_main(SMOKE, f"--workdir={tmp_path / 'b'}", data,
-                    f"--config.init_from={workdirs / 'sft'}",
-                    f"--config.ppo.reward_from={tmp_path / 'no_rm'}")
-  assert_one_line_error(result, "ppo.reward_from", "no_rm", "does not exist")
-
-
-def test_reward_model_with_another_tokenizer(tmp_path, prompts_path, workdirs):
-  result = run_main(SMOKE, f"--workdir={tmp_path / 'w'}", f"--config.data.path={prompts_path}",
-                    f"--config.init_from={workdirs / 'sft'}",
-                    f"--config.ppo.reward_from={workdirs / 'rm_other'}")
-  assert_one_line_error(result, "different tokenizer", "rm_other")
 
 
 def test_prompt_batch_not_divisible_by_devices(tmp_path, prompts_path):

@@ -22,25 +22,25 @@ _LOGGED_PROBLEMS = 5
 _SKIP_HINT = "fix the record or set --config.data.skip_malformed=True"
 
 
-def expand_paths(spec: str) -> list[str]:
+def expand_paths(spec: str, flag: str = "--config.data.path") -> list[str]:
   """Comma-separated files, globs or directories → sorted, de-duplicated absolute files.
 
   Directories contribute every file inside them, recursively, except hidden
   ones (names starting with "."). Every entry must match a file, and no
-  matched file may be empty.
+  matched file may be empty. `flag` is the setting that gave `spec`, for messages.
   """
   entries = [entry.strip() for entry in spec.split(",") if entry.strip()]
   if not entries:
-    raise UserError("data path is empty; set --config.data.path")
+    raise UserError(f"data path is empty; set {flag}")
   paths = set()
   for entry in entries:
     matched = _expand_entry(os.path.expanduser(entry))
     if not matched:
-      raise UserError(f"data path '{entry}' matches no file; check --config.data.path")
+      raise UserError(f"data path '{entry}' matches no file; check {flag}")
     paths.update(os.path.abspath(path) for path in matched)
   for path in sorted(paths):
     if os.path.getsize(path) == 0:
-      raise UserError(f"data file '{path}' is empty; remove it or fix --config.data.path")
+      raise UserError(f"data file '{path}' is empty; remove it or fix {flag}")
   return sorted(paths)
 
 

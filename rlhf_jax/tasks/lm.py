@@ -14,29 +14,18 @@ import jax.numpy as jnp
 import optax
 
 from rlhf_jax import checkpoint, losses, metrics as metrics_lib, optim, sharding
-from rlhf_jax.errors import UserError
 from rlhf_jax.models import gpt
 from rlhf_jax.tasks.base import TrainState, accumulate_gradients
 
 
-def build_model(config, vocab_size: int, seq_len: int) -> tuple[gpt.GPTConfig, gpt.GPT]:
-  """The GPT of `config.model` for `vocab_size` ids; rows of `seq_len` tokens must fit."""
+def build_model(config, vocab_size: int) -> tuple[gpt.GPTConfig, gpt.GPT]:
+  """The GPT of `config.model` for `vocab_size` ids (rows fit: `config_checks.check`)."""
   model_cfg = gpt.config_from(config.model, vocab_size)
-  if seq_len > model_cfg.max_len:
-    raise UserError(f"data.seq_len={seq_len} exceeds the model's max_len={model_cfg.max_len}; "
-                    f"lower data.seq_len or raise model.max_len")
   return model_cfg, gpt.GPT(model_cfg)
 
 
-def check_batch(config, mesh) -> int:
-  """The per-process batch; the global batch must split into microbatches × devices."""
-  micro = config.optim.grad_accum_steps
-  if micro < 1:
-    raise UserError(f"optim.grad_accum_steps={micro}; use 1 or more")
-  devices = sharding.batch_parallelism(mesh)
-  if config.batch_size <= 0 or config.batch_size % (micro * devices):
-    raise UserError(f"batch_size={config.batch_size} is not divisible by optim.grad_accum_steps"
-                    f"={micro} x {devices} data-parallel devices; adjust one of them")
+def local_batch(config) -> int:
+  """This process's share of the global batch (its splits: `config_checks.check_devices`)."""
   return config.batch_size // jax.process_count()
 
 

@@ -29,6 +29,7 @@ the whole iteration and `benchmarks/ppo_iteration.py` times the pieces separatel
 Dimensions: B prompts (= responses), P prompt length, N response length, T = P + N.
 """
 import functools
+import json
 import logging
 import os
 from typing import Any, NamedTuple
@@ -142,7 +143,8 @@ def parse_reward(spec: str) -> tuple[int, ...] | None:
     return None
   ids = spec.split(":", 1)[1].split(",") if spec.startswith("token_count:") else []
   if not ids or not all(i.strip().isdigit() for i in ids):
-    raise UserError(f"ppo.reward={spec!r}; use 'model' or 'token_count:<token id>[,<id>...]'")
+    raise UserError(f"--config.ppo.reward={spec!r}: use 'model' or "
+                    f"'token_count:<token id>[,<id>...]'")
   return tuple(int(i) for i in ids)
 
 
@@ -509,82 +511,22 @@ def _write_rm_samples(path, step, records, texts, rm_scores):
 # ---------------------------------------------------------------------------- the task
 
 
-def _check(config, mesh) -> None:
-  cfg = config.ppo
-  parse_reward(cfg.reward)
-  choices = {"critic_from": ("reward", "policy"), "score_norm": ("none", "running", "batch"),
-             "kl_estimator": ("k1", "k2", "k3")}
-  for key, allowed in choices.items():
-    if cfg[key] not in allowed:
-      raise UserError(f"ppo.{key}={cfg[key]!r}; use one of {list(allowed)}")
-  if cfg.epochs < 1 or cfg.num_minibatches < 1 or cfg.temperature <= 0:
-    raise UserError(f"ppo.epochs={cfg.epochs}, ppo.num_minibatches={cfg.num_minibatches}, "
-                    f"ppo.temperature={cfg.temperature}: use epochs, minibatches ≥ 1 and a "
-                    f"temperature > 0")
-  split = cfg.num_minibatches * config.optim.grad_accum_steps
-  if config.batch_size % split:
-    raise UserError(f"batch_size={config.batch_size} does not split into ppo.num_minibatches="
-                    f"{cfg.num_minibatches} x optim.grad_accum_steps="
-                    f"{config.optim.grad_accum_steps}; adjust one of them")
-  if cfg.ptx_coef > 0:
-    if not cfg.ptx_path:
-      raise UserError("ppo.ptx_coef > 0 needs a pretraining corpus; set --config.ppo.ptx_path")
-    if cfg.ptx_batch_size % split:
-      raise UserError(f"ppo.ptx_batch_size={cfg.ptx_batch_size} does not split into "
-                      f"{split} minibatch x micro-batch pieces; use a multiple of {split}")
-    from rlhf_jax import sharding  # pylint: disable=g-import-not-at-top
-    sharding.check_batch_size(cfg.ptx_batch_size, mesh, "ppo.ptx_batch_size")
-  if cfg.reward_from and not config.init_from:
-    raise UserError("ppo.reward_from is set but init_from is not; set --config.init_from to "
-                    "the SFT workdir the reward model was trained from")
-  if config.init_from and not cfg.reward_from and cfg.reward == "model":
-    raise UserError("init_from is set but ppo.reward_from is not; set --config.ppo.reward_from "
-                    "to a reward-model workdir (or use ppo.reward=token_count:<id>)")
-  for name, path in (("init_from", config.init_from), ("ppo.reward_from", cfg.reward_from)):
-    if path and not os.path.isdir(path):
-      raise UserError(f"{name}={path!r} does not exist; point --config.{name} at a finished "
-                      f"run's workdir")
-
-
-def _model_config(config, model_block, vocab_size: int, seq_len: int, what: str):
-  model_cfg = gpt.config_from(model_block, vocab_size)
-  if seq_len > model_cfg.max_len:
-    raise UserError(f"ppo.max_prompt_len + ppo.response_len = {seq_len} exceeds the {what}'s "
-                    f"max_len={model_cfg.max_len}; shorten them")
-  return model_cfg
-
-
-def _reward_model_config(config, tok, seq_len: int) -> gpt.GPTConfig:
+def _reward_model_config(config, tok) -> gpt.GPTConfig:
   """The RM's GPTConfig: reward_from's model block (compute settings from this config), or the
-  policy's when training from scratch; the RM must use the policy's tokenizer."""
+  policy's when training from scratch (`config_checks.check_inputs` checked reward_from)."""
   reward_from = config.ppo.reward_from
   if not reward_from:
-    return _model_config(config, config.model, tok.vocab_size, seq_len, "reward model")
-  import json  # pylint: disable=g-import-not-at-top
-  config_path = os.path.join(reward_from, "config.json")
-  tok_path = os.path.join(reward_from, tokenizer_lib.TOKENIZER_FILE)
-  if not os.path.exists(config_path) or not os.path.exists(tok_path):
-    raise UserError(f"ppo.reward_from={reward_from!r} has no config.json or tokenizer.json; "
-                    f"point it at a finished reward-model run's workdir")
-  with open(config_path, encoding="utf-8") as f:
+    return gpt.config_from(config.model, tok.vocab_size)
+  with open(os.path.join(reward_from, "config.json"), encoding="utf-8") as f:
     saved = json.load(f)
-  if saved.get("task") != "reward":
-    raise UserError(f"ppo.reward_from={reward_from!r} holds a {saved.get('task')!r} run; point "
-                    f"it at a reward-model workdir (experiments/rm_*.py)")
-  reward_tok = tokenizer_lib.load(tok_path)
-  if reward_tok.fingerprint != tok.fingerprint:
-    raise UserError(f"ppo.reward_from={reward_from!r} uses a different tokenizer than the policy "
-                    f"(init_from={config.init_from!r}); train the reward model from this SFT "
-                    f"workdir or pass a matching one")
   block = ml_collections.ConfigDict({**saved["model"], "dropout": 0.0,
                                      "dtype": config.model.dtype,
                                      "attention": config.model.attention})
-  return _model_config(config, block, tok.vocab_size, seq_len, "reward model")
+  return gpt.config_from(block, tok.vocab_size)
 
 
 def make_task(config, workdir: str, mesh) -> Task:
   cfg = config.ppo
-  _check(config, mesh)
   splits = store.local_dataset(config.data.path, "prompts", valid_spec=config.data.valid_path,
                                valid_fraction=config.data.valid_fraction,
                                skip_malformed=config.data.skip_malformed,
@@ -592,11 +534,11 @@ def make_task(config, workdir: str, mesh) -> Task:
   tok = tokenizer_lib.for_stage(config.tokenizer, workdir, config.init_from,
                                 lambda: sft.chat_texts(splits["train"]))
   seq_len = cfg.max_prompt_len + cfg.response_len
-  policy_cfg = _model_config(config, config.model, tok.vocab_size, seq_len, "policy")
-  reward_cfg = _reward_model_config(config, tok, seq_len)
+  policy_cfg = gpt.config_from(config.model, tok.vocab_size)
+  reward_cfg = _reward_model_config(config, tok)
   models = Models(gpt.GPT(policy_cfg), heads.RewardModel(reward_cfg),
                   heads.RewardModel(reward_cfg if cfg.critic_from == "reward" else policy_cfg))
-  local_batch = lm.check_batch(config, mesh)
+  local_batch = lm.local_batch(config)
   prompts_per_epoch = max(1, len(splits["train"]) // config.batch_size)
   total_steps = base.total_steps(config, prompts_per_epoch)
   num_updates = total_steps * cfg.epochs * cfg.num_minibatches

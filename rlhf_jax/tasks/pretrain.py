@@ -19,8 +19,8 @@ def make_task(config, workdir: str, mesh) -> Task:
   tok = tokenizer_lib.for_stage(config.tokenizer, workdir, config.init_from,
                                 lambda: corpus.training_texts(sources["train"]))
   seq_len = config.data.seq_len
-  model_cfg, model = lm.build_model(config, tok.vocab_size, seq_len)
-  local_batch = lm.check_batch(config, mesh)
+  model_cfg, model = lm.build_model(config, tok.vocab_size)
+  local_batch = lm.local_batch(config)
   total_steps = base.total_steps(config, steps_per_epoch=0)  # a packed stream: no epochs
   tx, lr_schedule = lm.optimizer(config, total_steps)
   iterator = functools.partial(pipeline.pretrain_iterator, tokenizer=tok, seq_len=seq_len,

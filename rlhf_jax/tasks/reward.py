@@ -116,9 +116,9 @@ def make_task(config, workdir: str, mesh) -> Task:
   tok = tokenizer_lib.for_stage(config.tokenizer, workdir, config.init_from,
                                 lambda: texts(splits["train"]))
   seq_len = config.data.seq_len
-  model_cfg, _ = lm.build_model(config, tok.vocab_size, seq_len)
+  model_cfg, _ = lm.build_model(config, tok.vocab_size)
   model = heads.RewardModel(model_cfg)
-  local_batch = lm.check_batch(config, mesh)
+  local_batch = lm.local_batch(config)
   steps_per_epoch = max(1, len(splits["train"]) // config.batch_size)
   total_steps = base.total_steps(config, steps_per_epoch)
   tx, lr_schedule = lm.optimizer(config, total_steps)

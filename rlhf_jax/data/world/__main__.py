@@ -1,5 +1,4 @@
 """python -m rlhf_jax.data.world --out DIR --seed S --size small|medium|large"""
-import argparse
 import json
 import os
 import sys
@@ -7,12 +6,12 @@ import time
 
 from rlhf_jax.data.world.config import SIZES
 from rlhf_jax.data.world.writer import write_world
-from rlhf_jax.errors import UserError
+from rlhf_jax.errors import ArgumentParser, UserError
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m rlhf_jax.data.world",
-                                   description="Write the generated world to a directory.")
+  parser = ArgumentParser(prog="python -m rlhf_jax.data.world",
+                          description="Write the generated world to a directory.")
   parser.add_argument("--out", required=True, help="output directory (replaced if present)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--size", default="small", help=f"one of {', '.join(SIZES)}")

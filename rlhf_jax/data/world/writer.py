@@ -16,6 +16,7 @@ import numpy as np
 from rlhf_jax.data.world import corpus, datasheet, families, judge, labelers
 from rlhf_jax.data.world.config import WorldConfig, for_size
 from rlhf_jax.data.world.universe import make_universe
+from rlhf_jax.errors import UserError
 
 SPLITS = ("train", "valid", "test")
 STAGES = ("corpus", "sft", "rankings", "pairs", "prompts")
@@ -181,6 +182,14 @@ def _write_tree(root: str, records, sheet: dict) -> None:
     f.write(datasheet.markdown(sheet))
 
 
+def check_out(out_dir: str) -> None:
+  """A world replaces only a world (or an empty directory): never a user's files."""
+  if os.path.isfile(out_dir) or (os.path.isdir(out_dir) and os.listdir(out_dir) and
+                                 not os.path.exists(os.path.join(out_dir, "datasheet.json"))):
+    raise UserError(f"--out={out_dir} exists and is not a world directory (no datasheet.json), "
+                    f"which writing the world would replace; choose a new --out")
+
+
 def write_world(out_dir: str, seed: int = 0, size: str = "small",
                 config: WorldConfig | None = None) -> None:
   """Writes the world for (seed, size) to `out_dir`, replacing what is there.
@@ -189,6 +198,7 @@ def write_world(out_dir: str, seed: int = 0, size: str = "small",
   crash never leaves a half-written world. `config` overrides the `size` preset.
   """
   config = config or for_size(size)
+  check_out(out_dir)
   records, audit = build_world(seed, config)
   sheet = datasheet.summarize(records, audit, config, seed, size, universe_for(seed, config))
   out_dir = os.path.abspath(out_dir)
