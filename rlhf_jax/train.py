@@ -107,8 +107,7 @@ def run(config, workdir: str):
         state = _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng,
                       writer, ckpt, start_step, peak, stop)
     finally:
-      ckpt.wait()
-      ckpt.close()
+      ckpt.close()  # waits for the last save: a failed one (a full disk) raises here
     if stop.signum is not None:
       logging.warning("stopped by signal %d; checkpoint saved at step %d", stop.signum,
                       int(jax.device_get(state.step)))
