@@ -165,6 +165,12 @@ def _saved_shapes(path: str) -> dict[str, tuple] | None:
   return _leaf_shapes(tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
 
 
+def _damaged_source(name: str, workdir: str, step_dir: str, problem: str) -> UserError:
+  return UserError(f"{name}={workdir!r}: its newest checkpoint {step_dir} is damaged "
+                   f"({problem}); rerun the training that wrote it (the resume sets the "
+                   f"damaged step aside and redoes it) or point {name} at another workdir")
+
+
 def _key_name(key) -> str:
   for attr in ("key", "name", "idx"):
     if hasattr(key, attr):
@@ -198,6 +204,7 @@ def _read_only_manager(workdir: str, name: str = "init_from"):
   """(manager, step, directory) of a workdir's newest checkpoint; creates and writes nothing."""
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   step = None
+  damage.quiet_orbax_failures()
   if os.path.isdir(directory):
     manager = ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
@@ -231,9 +238,13 @@ def saved_params_shapes(workdir: str, name: str = "init_from") -> dict[str, tupl
     return hf.params_shapes(workdir)
   manager, step, directory = _read_only_manager(workdir, name)
   manager.close()
-  metadata = ocp.StandardCheckpointer().metadata(os.path.join(directory, str(step), "state"))
-  tree = metadata.item_metadata.tree["params"]
-  return _leaf_shapes(tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
+  step_dir = os.path.join(directory, str(step))
+  with damage.quiet_restore_attempts():
+    tree = _saved_tree(os.path.join(step_dir, "state"))
+  if tree is None:
+    raise _damaged_source(name, workdir, step_dir, "orbax cannot read its metadata")
+  return _leaf_shapes(tree["params"],
+                      is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
 
 
 def restore_params(workdir: str, abstract_params, shardings, name: str = "init_from"):
@@ -255,16 +266,19 @@ def restore_params(workdir: str, abstract_params, shardings, name: str = "init_f
     raise UserError(f"{name}={workdir!r}: its parameters do not fit this model "
                     f"({_describe_mismatch(source, target)}); use the model config it was "
                     f"trained with, or a workdir of the stage this one builds on")
-  manager, step, _ = _read_only_manager(workdir, name)
+  manager, step, directory = _read_only_manager(workdir, name)
   restore_target = {"params": _abstract_with_shardings(abstract_params, shardings)}
   try:
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(
-            item=restore_target, partial_restore=True,
-            restore_args=ocp.checkpoint_utils.construct_restore_args(restore_target))))
-  except (ValueError, KeyError, TypeError) as e:
-    raise UserError(f"{name}={workdir!r}: its parameters do not fit this model "
-                    f"({str(e).splitlines()[0][:200]}); use the same model config") from None
+    with damage.quiet_restore_attempts():
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeRestore(
+              item=restore_target, partial_restore=True,
+              restore_args=ocp.checkpoint_utils.construct_restore_args(restore_target))))
+  except Exception as e:  # pylint: disable=broad-except  (the leaves fit: it is damage)
+    if damage.out_of_memory(e):
+      raise
+    raise _damaged_source(name, workdir, os.path.join(directory, str(step)),
+                          damage.describe_error(e, directory)) from None
   finally:
     manager.close()
   return restored.state["params"]
