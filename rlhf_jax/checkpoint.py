@@ -3,14 +3,33 @@
 Layout: `WORKDIR/checkpoints/<step>/{state,data}`. `state` is restored straight
 into the target shardings (never materialised unsharded); `data` is the grain
 iterator state as JSON, so a resumed run continues the same data order.
+
+Damage. Orbax commits a step by renaming its temporary folder, so a save cut short (a
+kill, a full disk) never shows up as a step. A committed step can still be damaged later
+(a file truncated or deleted, a bad copy); orbax's metadata calls then return None rather
+than raise, so the restore is the check, not a checksum manifest of our own: it reads
+every byte the state and the data position are made of, and a missing or short file
+fails it (tensorstore's NOT_FOUND / OUT_OF_RANGE / DATA_LOSS, a JSON item that does not
+parse). Files a restore does not read (orbax's commit markers, `_CHECKPOINT_METADATA`,
+`_sharding`, unreferenced OCDBT data) cannot change the restored state, so damage there is
+not reported; tests/test_checkpoint_damage.py damages every file in turn.
+- At resume a damaged step is renamed `<step>.damaged` (kept for the user; orbax ignores
+  names that are not numbers, and a later save of that step cannot collide with it), one
+  warning says which step and what is wrong, and the next older step is restored.
+- No intact step left: a UserError (`error:`, exit status 2) that names the directory and
+  the fix; nothing is renamed, so every rerun says the same until the user acts.
+- A full disk during a save: a UserError too (exit 2: the run cannot go on until the
+  user frees space; exit 1 is for a diverged run), naming the newest complete step,
+  which a rerun resumes from; that run deletes the save's temporary folder.
 """
+import contextlib
 import logging
 import os
 
 import jax
 import orbax.checkpoint as ocp
 
-from rlhf_jax import hf
+from rlhf_jax import checkpoint_damage as damage, hf
 from rlhf_jax.errors import UserError
 
 
@@ -27,37 +46,129 @@ class Checkpointer:
 
   def __init__(self, directory: str, keep: int):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    # cleanup_tmp_directories: a save cut short (e.g. by a full disk) leaves a temporary
+    # folder; the next run deletes it instead of leaving its space taken.
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "data"))
+    damage.quiet_orbax_failures()
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def save(self, step: int, state, data_state: dict) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+    # Saves run in the background: a failure surfaces here at the next save, or in wait().
+    with self._stop_if_disk_full():
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
 
   def restore(self, abstract_state, shardings):
-    """(state, data_state) of the latest step, placed in `shardings`."""
-    step = self.latest_step()
+    """(state, data_state) of the newest intact checkpoint, placed in `shardings`.
+
+    Newer damaged checkpoints are set aside as `<step>.damaged`, one warning each. A
+    checkpoint of another model or task, or no intact checkpoint at all, is a UserError
+    (and then nothing is moved).
+    """
     target = _abstract_with_shardings(abstract_state, shardings)
+    damaged = []  # (step, what is wrong), newest first
+    with damage.quiet_restore_attempts():
+      for step in sorted(self._manager.all_steps(), reverse=True):
+        try:
+          state, data_state = self._restore_step(step, target)
+          break
+        except _Damaged as e:
+          self._check_fits(step, abstract_state)
+          damaged.append((step, str(e)))
+      else:
+        problems = "; ".join(f"step {step}: {problem}" for step, problem in damaged)
+        raise UserError(f"no intact checkpoint left in {self.directory} ({problems}); "
+                        f"delete the damaged step folders there to start this run over, or "
+                        f"use a new --workdir")
+    for bad_step, problem in damaged:
+      moved_to = damage.set_aside(self.directory, bad_step)
+      logging.warning("checkpoint step %d is damaged (%s); moved it to %s and resuming from "
+                      "step %d", bad_step, problem, moved_to, step)
+    self._manager.reload()
+    logging.info("restored step %d from %s", step, self.directory)
+    return state, data_state
+
+  def _restore_step(self, step: int, target):
+    """One step's (state, data_state), each item read on its own so an error says which."""
+    return (self._restore_item(step, "state", ocp.args.StandardRestore(target), "training state"),
+            self._restore_item(step, "data", ocp.args.JsonRestore(), "data-iterator state"))
+
+  def _restore_item(self, step: int, name: str, args, what: str):
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, TypeError) as e:
+      value = self._manager.restore(step, args=ocp.args.Composite(**{name: args}))[name]
+    except Exception as e:  # pylint: disable=broad-except  (damage surfaces as anything)
+      if damage.out_of_memory(e):  # the checkpoint may be fine: not a reason to skip it
+        raise
+      raise _Damaged(f"{what}: {damage.describe_error(e, self.directory)}") from None
+    if value is None:
+      raise _Damaged(f"{what}: missing")
+    return value
+
+  def _check_fits(self, step: int, abstract_state) -> None:
+    """A restore failed: if the step's (readable) metadata says it holds another tree,
+    that is the user's config, not damage."""
+    saved = _saved_shapes(os.path.join(self.directory, str(step), "state"))
+    target = _leaf_shapes(abstract_state)
+    if saved is not None and saved != target:
       raise UserError(
           f"checkpoint {self.directory}/{step} does not match this config's model or task "
-          f"({str(e).splitlines()[0][:200]}); resume with the config it was written with "
-          f"or use a new --workdir") from None
-    logging.info("restored step %d from %s", step, self.directory)
-    return restored.state, restored.data
+          f"({_describe_mismatch(saved, target)}); resume with the config it was written "
+          f"with or use a new --workdir")
+
+  @contextlib.contextmanager
+  def _stop_if_disk_full(self):
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      reason = damage.disk_full(e)
+      if reason is None:
+        raise
+      steps = damage.finished_steps(self.directory)
+      kept = (f"its newest complete checkpoint, step {steps[-1]}, is intact and a rerun "
+              f"resumes from it" if steps else "it has no complete checkpoint yet")
+      raise UserError(f"cannot save a checkpoint in {self.directory}: {reason}; the run "
+                      f"stopped and {kept}: free disk space (or lower --config.keep_ckpts) "
+                      f"and rerun the same command") from None
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    with self._stop_if_disk_full():
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.close()
+    with self._stop_if_disk_full():
+      self._manager.close()
+
+
+class _Damaged(Exception):
+  """A checkpoint item could not be read back; the message says which and why."""
+
+
+def _saved_tree(path: str):
+  """The tree metadata of a saved state (leaves with .shape and .dtype); None if unreadable."""
+  try:
+    metadata = ocp.StandardCheckpointer().metadata(path).item_metadata
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return None if metadata is None else getattr(metadata, "tree", metadata)
+
+
+def _saved_shapes(path: str) -> dict[str, tuple] | None:
+  """'a/b/value' → (shape, dtype name) of a saved state's leaves; None if unreadable."""
+  tree = _saved_tree(path)
+  if tree is None:
+    return None
+  return _leaf_shapes(tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
+
+
+def _damaged_source(name: str, workdir: str, step_dir: str, problem: str) -> UserError:
+  return UserError(f"{name}={workdir!r}: its newest checkpoint {step_dir} is damaged "
+                   f"({problem}); rerun the training that wrote it (the resume sets the "
+                   f"damaged step aside and redoes it) or point {name} at another workdir")
 
 
 def _key_name(key) -> str:
@@ -93,6 +204,7 @@ def _read_only_manager(workdir: str, name: str = "init_from"):
   """(manager, step, directory) of a workdir's newest checkpoint; creates and writes nothing."""
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   step = None
+  damage.quiet_orbax_failures()
   if os.path.isdir(directory):
     manager = ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
@@ -137,9 +249,13 @@ def saved_params_shapes(workdir: str, name: str = "init_from") -> dict[str, tupl
     return hf.params_shapes(workdir)
   manager, step, directory = _read_only_manager(workdir, name)
   manager.close()
-  metadata = ocp.StandardCheckpointer().metadata(os.path.join(directory, str(step), "state"))
-  tree = metadata.item_metadata.tree["params"]
-  return _leaf_shapes(tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
+  step_dir = os.path.join(directory, str(step))
+  with damage.quiet_restore_attempts():
+    tree = _saved_tree(os.path.join(step_dir, "state"))
+  if tree is None:
+    raise _damaged_source(name, workdir, step_dir, "orbax cannot read its metadata")
+  return _leaf_shapes(tree["params"],
+                      is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
 
 
 def restore_params(workdir: str, abstract_params, shardings, name: str = "init_from"):
@@ -161,16 +277,19 @@ def restore_params(workdir: str, abstract_params, shardings, name: str = "init_f
     raise UserError(f"{name}={workdir!r}: its parameters do not fit this model "
                     f"({_describe_mismatch(source, target)}); use the model config it was "
                     f"trained with, or a workdir of the stage this one builds on")
-  manager, step, _ = _read_only_manager(workdir, name)
+  manager, step, directory = _read_only_manager(workdir, name)
   restore_target = {"params": _abstract_with_shardings(abstract_params, shardings)}
   try:
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(
-            item=restore_target, partial_restore=True,
-            restore_args=ocp.checkpoint_utils.construct_restore_args(restore_target))))
-  except (ValueError, KeyError, TypeError) as e:
-    raise UserError(f"{name}={workdir!r}: its parameters do not fit this model "
-                    f"({str(e).splitlines()[0][:200]}); use the same model config") from None
+    with damage.quiet_restore_attempts():
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeRestore(
+              item=restore_target, partial_restore=True,
+              restore_args=ocp.checkpoint_utils.construct_restore_args(restore_target))))
+  except Exception as e:  # pylint: disable=broad-except  (the leaves fit: it is damage)
+    if damage.out_of_memory(e):
+      raise
+    raise _damaged_source(name, workdir, os.path.join(directory, str(step)),
+                          damage.describe_error(e, directory)) from None
   finally:
     manager.close()
   return restored.state["params"]

@@ -106,8 +106,7 @@ def _train(config, workdir: str, mesh):
   try:
     return _start_and_loop(config, workdir, mesh, ckpt)
   finally:
-    ckpt.wait()
-    ckpt.close()
+    ckpt.close()  # waits for the last save: a failed one (a full disk) raises here
 
 
 def _start_and_loop(config, workdir: str, mesh, ckpt):

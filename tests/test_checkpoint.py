@@ -1,5 +1,5 @@
-"""Warm starts (`checkpoint.restore_params`): exact trees, fresh parts kept, clear errors,
-nothing written into the source workdir."""
+"""Warm starts (`checkpoint.restore_params`): exact trees, fresh parts kept, clear errors
+(another model, no checkpoint, a damaged one), nothing written into the source workdir."""
 import functools
 import os
 
@@ -90,3 +90,21 @@ def test_a_workdir_without_checkpoints_is_an_error_and_stays_untouched(tmp_path)
   with pytest.raises(UserError, match="holds no checkpoint.*--config.init_from"):
     checkpoint.restore_params(str(missing), abstract, shardings)
   assert not missing.exists()
+
+
+def test_a_damaged_source_checkpoint_is_a_one_line_error(tmp_path):
+  sft_dir = save(tmp_path / "sft", fresh_state(gpt.GPT(CFG), seed=1))
+  step_dir = os.path.join(sft_dir, "checkpoints", "7")
+  data_files = [os.path.join(root, name) for root, _, names in os.walk(step_dir)
+                for name in names if os.path.basename(root) == "d"]  # OCDBT's data
+  largest = max(data_files, key=os.path.getsize)  # the parameters
+  os.truncate(largest, os.path.getsize(largest) // 2)
+  with pytest.raises(UserError) as error:
+    reward.warm_start_fn(sft_dir)(fresh_state(heads.RewardModel(CFG), seed=2))
+  message = str(error.value)
+  assert "\n" not in message and f"its newest checkpoint {step_dir} is damaged (" in message
+  assert "OUT_OF_RANGE" in message, message  # metadata readable; the restore fails
+  assert message.endswith("or point init_from at another workdir"), message
+  os.remove(os.path.join(step_dir, "state", "manifest.ocdbt"))  # unreadable metadata too
+  with pytest.raises(UserError, match="is damaged \\(orbax cannot read its metadata\\)"):
+    checkpoint.saved_params_shapes(sft_dir)

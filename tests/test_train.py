@@ -1,11 +1,13 @@
-"""The shared loop with the pretraining task: learning, determinism, exact resume,
-data parallel / FSDP equivalence, signals, divergence, device→host fetches, progress lines,
-and the files a run leaves behind."""
+"""The shared loop with the pretraining task: learning, determinism, exact resume (also past
+a damaged checkpoint), data parallel / FSDP equivalence, signals, divergence, device→host
+fetches, progress lines, and the files a run leaves behind."""
 import collections
 import io
 import json
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,6 +147,65 @@ def test_sigterm_saves_a_checkpoint_then_resume_matches(reference_run, corpus_pa
   assert max(losses(workdir)) == int(saved[0])
   train.run(config, workdir)
   assert losses(workdir) == losses(reference_run[0])
+
+
+TIMING = ("time", "train/steps_per_sec", "train/tokens_per_sec", "train/mfu")
+
+
+def rows_without_timing(workdir):
+  return [{k: v for k, v in row.items() if k not in TIMING}
+          for row in metrics.read_metrics(workdir)]
+
+
+def copy_with_damage(reference_workdir, workdir, damaged_steps):
+  """A copy of a finished run whose checkpoints `damaged_steps` have their largest array
+  data file cut in half."""
+  shutil.copytree(reference_workdir, workdir)
+  for step in damaged_steps:
+    step_dir = os.path.join(workdir, "checkpoints", str(step))
+    data_files = [os.path.join(root, name) for root, _, names in os.walk(step_dir)
+                  for name in names if os.path.basename(root) == "d"]  # OCDBT's data
+    largest = max(data_files, key=os.path.getsize)
+    os.truncate(largest, os.path.getsize(largest) // 2)
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_redone_from_the_one_before(
+    reference_run, corpus_path, tmp_path, caplog):
+  workdir = str(tmp_path / "damaged")
+  copy_with_damage(reference_run[0], workdir, [12])
+  with caplog.at_level(logging.WARNING):
+    train.run(tiny_config(corpus_path), workdir)
+  lines = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+  assert len(lines) == 1 and lines[0].startswith("checkpoint step 12 is damaged (training "
+                                                 "state: "), lines
+  assert lines[0].endswith("12.damaged and resuming from step 8"), lines
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12", "12.damaged",
+                                                                      "4", "8"]
+  assert rows_without_timing(workdir) == rows_without_timing(reference_run[0])
+  redone = [row["time"] for row in metrics.read_metrics(workdir) if row["step"] > 8]
+  assert min(redone) > max(row["time"] for row in metrics.read_metrics(reference_run[0]))
+
+
+def test_no_intact_checkpoint_stops_the_command_with_one_error_line(reference_run, corpus_path,
+                                                                    tmp_path):
+  workdir = str(tmp_path / "all_damaged")
+  copy_with_damage(reference_run[0], workdir, [4, 8, 12])
+  config_file = tmp_path / "config.py"
+  config_file.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+                         f"from test_train import tiny_config\n"
+                         f"def get_config():\n  return tiny_config({corpus_path!r})\n")
+  result = subprocess.run([sys.executable, "-m", "rlhf_jax.main", f"--config={config_file}",
+                           f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True,
+                          check=False)
+  assert result.returncode == 2, result.stderr[-3000:]
+  lines = result.stderr.splitlines()
+  errors = [line for line in lines if line.startswith("error:") or re.match(r"E\d{4} ", line)]
+  assert errors == lines[-1:] and "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert errors[0].startswith(f"error: no intact checkpoint left in {workdir}/checkpoints "
+                              f"(step 12: training state: "), errors
+  assert errors[0].endswith("delete the damaged step folders there to start this run over, "
+                            "or use a new --workdir"), errors
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12", "4", "8"]
 
 
 @pytest.mark.parametrize("mesh", [{"data": 8}, {"fsdp": 8}, {"data": 2, "fsdp": 4}])
