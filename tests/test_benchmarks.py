@@ -13,12 +13,12 @@ from rlhf_jax import metrics
 from rlhf_jax.models import gpt
 from rlhf_jax.tasks import lm
 
-_SCRIPT = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks",
-                       "pretrain_throughput.py")
+_BENCHMARKS = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks")
 
 
-def _load_benchmark():
-  spec = importlib.util.spec_from_file_location("pretrain_throughput", _SCRIPT)
+def _load_benchmark(name: str = "pretrain_throughput"):
+  """benchmarks/<name>.py as a module (the directory is not a package)."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(_BENCHMARKS, f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -56,10 +56,7 @@ def test_flops_per_token_matches_xla_cost_analysis(layers, width, seq_len, vocab
 
 def test_decode_throughput_tiny(capsys):
   """The decode benchmark's JAX side: greedy, exactly N tokens per row, one JSON line."""
-  spec = importlib.util.spec_from_file_location(
-      "decode_throughput", os.path.join(os.path.dirname(_SCRIPT), "decode_throughput.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = _load_benchmark("decode_throughput")
   result = module.main(["--preset=tiny", "--vocab=256", "--batches=1,2", "--prompt_len=4",
                         "--new_tokens=3", "--repeats=1", "--framework=jax", "--json"])
   printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -72,10 +69,7 @@ def test_decode_throughput_tiny(capsys):
 
 def test_data_throughput_tiny(capsys):
   """The data benchmark builds a token table and reads the same corpus both ways."""
-  spec = importlib.util.spec_from_file_location(
-      "data_throughput", os.path.join(os.path.dirname(_SCRIPT), "data_throughput.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = _load_benchmark("data_throughput")
   result = module.main(["--docs=300", "--vocab=300", "--seq_len=63", "--batch=2",
                         "--raw_batches=3", "--cached_batches=3", "--json"])
   assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
