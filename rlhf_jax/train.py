@@ -101,18 +101,22 @@ def _remove_new(workdir: str, snapshot: tuple[str | None, set[str]]) -> None:
 
 
 def _train(config, workdir: str, mesh):
+  """The task (its data and tokenizer checked), then the checkpointer, then the run."""
   os.makedirs(workdir, exist_ok=True)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config.mesh)):
+    task = make_task(config, workdir, mesh)
+  # Made after the task: a data or tokenizer mistake then finds no checkpointer (orbax's
+  # background clean-up of the directory) running while the failed start is undone.
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_ckpts)
   try:
-    return _start_and_loop(config, workdir, mesh, ckpt)
+    return _start_and_loop(config, workdir, mesh, task, ckpt)
   finally:
     ckpt.close()  # waits for the last save: a failed one (a full disk) raises here
 
 
-def _start_and_loop(config, workdir: str, mesh, ckpt):
-  """Task, then the restored or fresh (and warm-started) state, then `_loop`."""
+def _start_and_loop(config, workdir: str, mesh, task, ckpt):
+  """The restored or fresh (and warm-started) state, then `_loop`."""
   with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config.mesh)):
-    task = make_task(config, workdir, mesh)
     init_rng, train_rng, eval_rng = jax.random.split(jax.random.key(config.seed), 3)
     abstract_state = jax.eval_shape(task.init, init_rng)
     state_shardings = task.state_shardings(abstract_state)

@@ -175,7 +175,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_redone_from_the_on
   copy_with_damage(reference_run[0], workdir, [12])
   with caplog.at_level(logging.WARNING):
     train.run(tiny_config(corpus_path), workdir)
-  lines = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+  lines = [r.getMessage() for r in caplog.records if " is damaged " in r.getMessage()]
   assert len(lines) == 1 and lines[0].startswith("checkpoint step 12 is damaged (training "
                                                  "state: "), lines
   assert lines[0].endswith("12.damaged and resuming from step 8"), lines
