@@ -83,6 +83,10 @@ class _PackedIterator(grain.DatasetIterator):
 
   The state is the parent's state before the current token list plus the
   offset into it, so restoring re-reads one record instead of storing tokens.
+  (grain's `experimental.ConcatThenSplitIterDataset` cuts the same windows and resumes
+  as exactly; it is not used because at the end of a single pass it pads a last partial
+  window with zeros, which evaluation would count as tokens, and it computes positions and
+  segment ids per window that a packed stream does not use.)
   """
 
   def __init__(self, parent: grain.DatasetIterator, window: int):
