@@ -70,7 +70,7 @@ def test_one_process_reads_its_flag_without_a_collective(monkeypatch):
   def no_collective(values):
     raise AssertionError(f"a collective over {values} in a single-process run")
 
-  monkeypatch.setattr(preemption.ocp.multihost, "global_max", no_collective)
+  monkeypatch.setattr(preemption.multihost_utils, "process_allgather", no_collective)
   monkeypatch.setattr(preemption.ocp.multihost, "reached_preemption", no_collective)
   stop = preemption.StopRequest()
   assert not stop.agreed(3, fetch_point=True)
