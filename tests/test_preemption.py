@@ -3,11 +3,12 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 from rlhf_jax import preemption
+
+from conftest import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,16 +41,10 @@ jax.distributed.shutdown()
 """
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_a_signal_to_one_process_stops_all_of_them_at_the_same_step(tmp_path):
   script = tmp_path / "worker.py"
   script.write_text(_WORKER)
-  address = f"127.0.0.1:{_free_port()}"
+  address = f"127.0.0.1:{free_port()}"
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO,
          "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
   workers = [subprocess.Popen([sys.executable, str(script), address, str(i)], env=env,
