@@ -13,7 +13,8 @@ from conftest import free_port
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Process 0 gets a Ctrl-C: both agree at the next fetch point (step 4), not before. Then
-# process 1 alone gets a SIGTERM: JAX's preemption service stops both at one later step.
+# process 1 alone gets a SIGTERM: JAX's preemption service stops both at one step, the one
+# it arrived at (seen in about 1 run of 8) or a later one.
 _WORKER = """
 import json, os, signal, sys, time
 import jax
@@ -58,7 +59,7 @@ def test_a_signal_to_one_process_stops_all_of_them_at_the_same_step(tmp_path):
   assert seen[0] == seen[1], seen
   assert seen[0]["interrupt"] == [4, signal.SIGINT]
   step, signum = seen[0]["preempt"]
-  assert step > 102 and signum == signal.SIGTERM
+  assert step >= 102 and signum == signal.SIGTERM
 
 
 def test_one_process_reads_its_flag_without_a_collective(monkeypatch):
