@@ -86,9 +86,9 @@ def _initialize_distributed(settings: dict) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   try:
     jax.distributed.initialize(**settings)
-  except ValueError as e:  # auto-detection found no cluster, or a bad value
-    raise UserError(f"cannot join a multi-process run: {e} Pass --coordinator_address, "
-                    f"--num_processes and --process_id") from None
+  except ValueError as e:  # --distributed, and JAX detected no cluster (the rest is checked)
+    raise UserError(f"--distributed: JAX found no cluster to join ({str(e).rstrip('.')}); "
+                    f"pass --coordinator_address, --num_processes and --process_id") from None
   logging.info("process %d of %d (%d local devices of %d)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
