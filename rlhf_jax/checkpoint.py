@@ -220,11 +220,16 @@ def _read_only_manager(workdir: str, name: str = "init_from"):
 
 
 def latest_step(workdir: str) -> int | None:
-  """The step of a workdir's newest checkpoint, None when it has none; creates nothing."""
-  try:
-    return saved_step(workdir, "workdir")
-  except UserError:
+  """The step of a workdir's newest checkpoint, None when it has none; creates nothing.
+
+  A listing, not a CheckpointManager: under several processes a manager takes part in
+  barriers, and a run's own checkpoints folder appears (process 0 creates it) while the
+  others may still be asking this.
+  """
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(directory):
     return None
+  return max(ocp.utils.checkpoint_steps(directory), default=None)
 
 
 def saved_step(workdir: str, name: str = "init_from") -> int:

@@ -256,7 +256,10 @@ def summarize(metas: Sequence[dict], scores: dict[str, np.ndarray],
 
 def replace_rows(path: str, step: int, rows: Sequence[dict]) -> None:
   """Appends JSONL `rows` of `step` to `path` atomically; rows of this step or later (left
-  by an interrupted run that is now resumed) are dropped first."""
+  by an interrupted run that is now resumed) are dropped first. Several processes hold the
+  same rows: process 0 writes them."""
+  if jax.process_index() != 0:
+    return
   kept = []
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:

@@ -173,16 +173,24 @@ def progress_line(name: str, step: int, total: int, metrics: dict, elapsed: floa
 
 
 class Writer:
-  """Appends rows to WORKDIR/metrics.jsonl and TensorBoard event files in WORKDIR/tb."""
+  """Appends rows to WORKDIR/metrics.jsonl and TensorBoard event files in WORKDIR/tb.
+
+  Several processes log the same global metrics: process 0 writes them, the others nothing.
+  """
 
   def __init__(self, workdir: str, start_step: int):
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self._file = self._tb = None
+    if jax.process_index() != 0:
+      return
     _drop_rows_after(self.path, start_step)
     self._file = open(self.path, "a", encoding="utf-8")
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start_step + 1)
 
   def write(self, step: int, metrics: dict) -> None:
+    if self._file is None:
+      return
     row = {"step": step, "time": time.time(), **{k: float(v) for k, v in metrics.items()}}
     self._file.write(json.dumps(row) + "\n")
     self._file.flush()
@@ -190,8 +198,9 @@ class Writer:
       self._tb.add_scalar(name, float(value), step)
 
   def close(self) -> None:
-    self._file.close()
-    self._tb.close()
+    if self._file is not None:
+      self._file.close()
+      self._tb.close()
 
 
 def _drop_rows_after(path: str, step: int) -> None:

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 
+import jax
 import ml_collections
 
 from rlhf_jax import config_checks, configs, sharding, train
@@ -61,7 +62,10 @@ def is_done(stage_dir: str) -> bool:
 
 
 def _mark_done(stage_dir: str, config, state) -> None:
-  """Written only after `train.run` returned normally, atomically: a killed stage has none."""
+  """Written only after `train.run` returned normally, atomically: a killed stage has none.
+  Several processes: process 0 writes it."""
+  if jax.process_index() != 0:
+    return
   path = os.path.join(stage_dir, DONE_FILE)
   record = {"step": int(state.step), "time": time.time(), "config": json.loads(config.to_json())}
   with open(path + ".tmp", "w", encoding="utf-8") as f:

@@ -7,9 +7,10 @@ then exit (the loop saves; `train.run` exits).
   its own handler, which this module leaves in place). Whichever process receives it, orbax's
   `reached_preemption(step)` turns true at the same step on all of them; it is asked every
   step, as it requires, and costs no device work. A SIGINT (Ctrl-C) reaches only the
-  processes it is sent to, so that flag is agreed with one small all-reduce
-  (`ocp.multihost.global_max`) at the loop's fetch points, where the host waits on the
-  device anyway.
+  processes it is sent to, so that flag is agreed with one small all-gather
+  (`multihost_utils.process_allgather`, which works under the loop's mesh, where orbax's
+  `global_max` refuses it) at the loop's fetch points, where the host waits on the device
+  anyway.
 - After the first signal the previous handlers are back: a second Ctrl-C aborts at once
   (KeyboardInterrupt), a second SIGTERM ends the process; the last checkpoint stays.
 """
@@ -18,6 +19,8 @@ import signal
 import threading
 
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -69,5 +72,5 @@ class StopRequest:
       return True
     if not fetch_point:
       return False
-    self.signum = int(ocp.multihost.global_max([self.signum or 0])[0]) or None
+    self.signum = int(multihost_utils.process_allgather(np.int32(self.signum or 0)).max()) or None
     return self.signum is not None

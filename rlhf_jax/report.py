@@ -310,11 +310,12 @@ def write_report(pipeline_workdir: str, report_config) -> dict:
   report["examples"] = [{k: row[k] for k in ("id", "family", "prompt", "responses")}
                         for row in samples[:cfg.num_examples]]
 
-  _write_text(os.path.join(workdir, "report_samples.jsonl"),
-              "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in samples))
-  _plots(workdir, stages, report)
-  _write_text(os.path.join(workdir, "report.json"), json.dumps(report, indent=2) + "\n")
-  _write_text(os.path.join(workdir, "report.md"), report_markdown.render(report, workdir))
-  logging.info("report written: %s (report.json and plots beside it)",
-               os.path.join(workdir, "report.md"))
+  if jax.process_index() == 0:  # several processes computed the same report: one writes it
+    _write_text(os.path.join(workdir, "report_samples.jsonl"),
+                "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in samples))
+    _plots(workdir, stages, report)
+    _write_text(os.path.join(workdir, "report.json"), json.dumps(report, indent=2) + "\n")
+    _write_text(os.path.join(workdir, "report.md"), report_markdown.render(report, workdir))
+    logging.info("report written: %s (report.json and plots beside it)",
+                 os.path.join(workdir, "report.md"))
   return report

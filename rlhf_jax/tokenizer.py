@@ -219,14 +219,30 @@ def load(path: str) -> Tokenizer:
 
 def for_stage(tokenizer_cfg, workdir: str, init_from: str,
               texts_fn: Callable[[], Iterable[str]]) -> Tokenizer:
-  """The tokenizer a stage uses, saved as workdir/tokenizer.json."""
+  """The tokenizer a stage uses, saved as workdir/tokenizer.json.
+
+  Several processes: process 0 makes and writes it, the others wait for it and read the
+  file, so that every process tokenizes alike.
+  """
+  # pylint: disable-next=g-import-not-at-top  (the rest of this module needs no JAX)
+  import jax
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  own_path = os.path.join(workdir, TOKENIZER_FILE)
+  if jax.process_index() == 0:
+    tokenizer = _make_for_stage(tokenizer_cfg, own_path, init_from, texts_fn)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"rlhf_jax.tokenizer.for_stage {own_path}")
+  return tokenizer if jax.process_index() == 0 else load(own_path)
+
+
+def _make_for_stage(tokenizer_cfg, own_path: str, init_from: str,
+                    texts_fn: Callable[[], Iterable[str]]) -> Tokenizer:
   # Resume order:
   # 1. workdir/tokenizer.json exists → reuse it (a resumed run must tokenize alike);
   # 2. else init_from is set → the previous stage's init_from/tokenizer.json, or a
   #    Hugging Face GPT-2 directory's tokenizer plus our special tokens;
   # 3. else tokenizer_cfg.path is set → load that file or GPT-2 directory;
   # 4. else train a BPE with tokenizer_cfg.vocab_size on texts_fn().
-  own_path = os.path.join(workdir, TOKENIZER_FILE)
   if os.path.exists(own_path):
     return load(own_path)
   from rlhf_jax import hf  # pylint: disable=g-import-not-at-top  (hf imports this module)

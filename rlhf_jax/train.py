@@ -2,6 +2,11 @@
 
 mesh → task → restore-or-init → jitted step (donated state) → log / eval / checkpoint.
 The loop knows nothing stage-specific; a stage is a `rlhf_jax.tasks.base.Task`.
+
+Several processes (`jax.distributed`) run this same loop: every step, evaluation and
+checkpoint save is collective (orbax writes each file once), and the metrics are global
+values alike on every process, so process 0 alone writes the run's files (config.json,
+info.json, metrics.jsonl, tb/, tokenizer.json) and shows progress.
 """
 import contextlib
 import importlib
@@ -70,8 +75,8 @@ def run(config, workdir: str):
   except UserError:
     # A mistake found before the first checkpoint (data, tokenizer, a warm start that does
     # not fit) leaves the workdir as it was: a rerun must not take the config.json or
-    # tokenizer.json of a failed start for progress.
-    if checkpoint.latest_step(workdir) is None:
+    # tokenizer.json of a failed start for progress. (Process 0 wrote them; it removes them.)
+    if checkpoint.latest_step(workdir) is None and jax.process_index() == 0:
       _remove_new(workdir, created)
     raise
 
@@ -133,15 +138,16 @@ def _start_and_loop(config, workdir: str, mesh, task, ckpt):
       if config.init_from:
         state = task.warm_start(state)
       data_state = None
-    _write_config(config, workdir)
     start_step = int(jax.device_get(state.step))
     data_iter = task.train_data(data_state)
 
     writer = metrics_lib.Writer(workdir, start_step)
-    if task.info:
-      logging.info("task info: %s", task.info)
-      with open(os.path.join(workdir, "info.json"), "w", encoding="utf-8") as f:
-        json.dump(task.info, f, indent=2, sort_keys=True)
+    if jax.process_index() == 0:
+      _write_config(config, workdir)
+      if task.info:
+        logging.info("task info: %s", task.info)
+        with open(os.path.join(workdir, "info.json"), "w", encoding="utf-8") as f:
+          json.dump(task.info, f, indent=2, sort_keys=True)
     step_fn = jax.jit(task.step, in_shardings=(state_shardings, None, None),
                       out_shardings=(state_shardings, None), donate_argnums=(0,))
     peak = metrics_lib.peak_flops_per_device(config.peak_flops_per_device) * mesh.size
@@ -172,11 +178,13 @@ def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, wr
   raises (on accelerators; CPU arrays live in host memory and are never guarded). A
   divergence stops the run at the fetch that sees it; the fetch before a save also checks
   the state itself (`metrics_lib.all_finite`), so no NaN/Inf state is ever saved.
-  Progress: a bar on a terminal, else (a log file, CI) a plain log line every log_every steps.
+  Progress (process 0's): a bar on a terminal, else (a log file, CI) a plain log line every
+  log_every steps.
   """
   total = task.total_steps or config.total_steps
-  progress = tqdm.tqdm(total=total, initial=start_step, dynamic_ncols=True, disable=None,
-                       desc=config.task)
+  shows_progress = jax.process_index() == 0
+  progress = tqdm.tqdm(total=total, initial=start_step, dynamic_ncols=True,
+                       disable=None if shows_progress else True, desc=config.task)
   start_time = time.perf_counter()
   throughput = metrics_lib.Throughput(task.flops_per_step, peak_flops)
   empty_tally = tally = None
@@ -196,13 +204,13 @@ def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, wr
       writer.write(step, host)
       if task.check_metrics is not None:
         task.check_metrics(host)
-      if progress.disable:  # tqdm found no terminal: a plain line instead of the bar
+      if not progress.disable:
+        progress.set_postfix({k.split("/")[1]: f"{host[k]:.4g}" for k in
+                              ("train/loss", "train/tokens_per_sec") if k in host})
+      elif shows_progress:  # tqdm found no terminal: a plain line instead of the bar
         logging.info("%s", metrics_lib.progress_line(config.task, step, total, host,
                                                      time.perf_counter() - start_time,
                                                      step - start_step))
-      else:
-        progress.set_postfix({k.split("/")[1]: f"{host[k]:.4g}" for k in
-                              ("train/loss", "train/tokens_per_sec") if k in host})
 
   for step in range(start_step + 1, total + 1):
     with jax.transfer_guard_device_to_host("disallow"):

@@ -25,6 +25,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import json
 import random
+import socket
 
 import pytest
 
@@ -67,6 +68,13 @@ def write_sft(path, num_records: int = 240, seed: int = 0) -> str:
 @pytest.fixture(scope="session")
 def sft_path(tmp_path_factory):
   return write_sft(tmp_path_factory.mktemp("sft") / "sft.jsonl")
+
+
+def free_port() -> int:
+  """A free TCP port on localhost (for a jax.distributed coordinator)."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -106,6 +106,15 @@ CASES = [
          ("model.embed_dim=64", "model.num_heads=3")),
     Case("main-workdir-is-a-file", "main", (PRETRAIN, "--workdir={data}/corpus.jsonl"),
          ("is a file", "--workdir")),
+    # ---- main: the launch of a multi-process run (checked before joining one)
+    Case("main-process-id-beyond-processes", "main",
+         (PRETRAIN, RUN, "--coordinator_address=127.0.0.1:1234", "--num_processes=2",
+          "--process_id=2"), ("--process_id=2 must be in [0, --num_processes=2)",)),
+    Case("main-distributed-flags-incomplete", "main", (PRETRAIN, RUN, "--num_processes=2"),
+         ("--coordinator_address, --process_id not set", "--distributed")),
+    Case("main-coordinator-without-port", "main",
+         (PRETRAIN, RUN, "--coordinator_address=10.0.0.1", "--num_processes=2",
+          "--process_id=0"), ("--coordinator_address='10.0.0.1'", "HOST:PORT")),
     # ---- pretrain / SFT: lengths and the batch against context, devices and microbatches
     Case("pretrain-seq-len-beyond-context", "main", (PRETRAIN, RUN, "--config.data.seq_len=512"),
          ("--config.data.seq_len=512", "context of 128")),

@@ -107,23 +107,41 @@ def test_pretrain_mixture_follows_weights_and_resumes(tok):
   _assert_resumes_exactly(make, skip=7, check=5)
 
 
-def test_pretrain_validation_errors_and_sharding(tok):
+def test_pretrain_validation_errors(tok):
   source = store.InMemorySource(_docs(4))
   tokens = len(_stream(tok, _docs(4)))
   with pytest.raises(UserError, match=f"validation split \\(a\\) has {tokens} tokens.*needs 800"):
-    pipeline.pretrain_iterator([("a", source, 1.0)], tok, seq_len=99, batch_size=8, seed=0,
-                               repeat=False)
-  with pytest.raises(UserError, match="none for shard"):
+    pipeline.pretrain_iterator([("a", source, 1.0)], tok, seq_len=99, batch_size=4, seed=0,
+                               repeat=False, shard_index=1, shard_count=2)
+  with pytest.raises(UserError, match="shard_index=2 must be in"):
     pipeline.pretrain_iterator([("a", source, 1.0)], tok, seq_len=3, batch_size=1, seed=0,
-                               shard_index=5, shard_count=6)
-  records = _docs(10)
-  shards = [list(pipeline.pretrain_iterator(
-      [("a", store.InMemorySource(records), 1.0)], tok, seq_len=1, batch_size=1, seed=0,
-      shuffle=False, repeat=False, shard_index=i, shard_count=2)) for i in range(2)]
-  for i, shard in enumerate(shards):
-    stream = _stream(tok, records[i::2])
-    got = np.concatenate([b["tokens"].ravel() for b in shard])
-    np.testing.assert_array_equal(got, stream[:len(got)])
+                               shard_index=2, shard_count=2)
+
+
+@pytest.mark.parametrize("kind", ["pretrain", "sft"])
+def test_shards_are_the_rows_of_one_global_batch_and_share_one_state(tok, kind):
+  """Shard p of 3 yields rows [2p, 2p + 2) of the batches one shard reads with batch 6, past
+  an epoch; every shard's iterator state is the single shard's, so the one a checkpoint
+  saves (process 0's) resumes them all."""
+  def make(shard_index, shard_count, state=None):
+    common = dict(batch_size=6 // shard_count, seed=0, shard_index=shard_index,
+                  shard_count=shard_count, state=state)
+    if kind == "pretrain":
+      return pipeline.pretrain_iterator([("a", store.InMemorySource(_docs(20)), 1.0)], tok,
+                                        seq_len=5, **common)
+    return pipeline.sft_iterator(store.InMemorySource([_conversation(i) for i in range(10)]),
+                                 tok, max_len=16, **common)
+
+  def assert_rows_match(whole, shards, num_batches):
+    for _ in range(num_batches):
+      want, got = next(whole), [next(shard) for shard in shards]
+      for key in want:
+        np.testing.assert_array_equal(np.concatenate([g[key] for g in got]), want[key])
+
+  whole, shards = make(0, 1), [make(i, 3) for i in range(3)]
+  assert_rows_match(whole, shards, 7)
+  assert [shard.get_state() for shard in shards] == [whole.get_state()] * 3
+  assert_rows_match(whole, [make(i, 3, shards[0].get_state()) for i in range(3)], 3)
 
 
 def _conversation(i):

@@ -3,16 +3,18 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 from rlhf_jax import preemption
 
+from conftest import free_port
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Process 0 gets a Ctrl-C: both agree at the next fetch point (step 4), not before. Then
-# process 1 alone gets a SIGTERM: JAX's preemption service stops both at one later step.
+# process 1 alone gets a SIGTERM: JAX's preemption service stops both at one step, the one
+# it arrived at (seen in about 1 run of 8) or a later one.
 _WORKER = """
 import json, os, signal, sys, time
 import jax
@@ -40,16 +42,10 @@ jax.distributed.shutdown()
 """
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_a_signal_to_one_process_stops_all_of_them_at_the_same_step(tmp_path):
   script = tmp_path / "worker.py"
   script.write_text(_WORKER)
-  address = f"127.0.0.1:{_free_port()}"
+  address = f"127.0.0.1:{free_port()}"
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO,
          "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
   workers = [subprocess.Popen([sys.executable, str(script), address, str(i)], env=env,
@@ -63,14 +59,14 @@ def test_a_signal_to_one_process_stops_all_of_them_at_the_same_step(tmp_path):
   assert seen[0] == seen[1], seen
   assert seen[0]["interrupt"] == [4, signal.SIGINT]
   step, signum = seen[0]["preempt"]
-  assert step > 102 and signum == signal.SIGTERM
+  assert step >= 102 and signum == signal.SIGTERM
 
 
 def test_one_process_reads_its_flag_without_a_collective(monkeypatch):
   def no_collective(values):
     raise AssertionError(f"a collective over {values} in a single-process run")
 
-  monkeypatch.setattr(preemption.ocp.multihost, "global_max", no_collective)
+  monkeypatch.setattr(preemption.multihost_utils, "process_allgather", no_collective)
   monkeypatch.setattr(preemption.ocp.multihost, "reached_preemption", no_collective)
   stop = preemption.StopRequest()
   assert not stop.agreed(3, fetch_point=True)

@@ -4,11 +4,19 @@ Every function returns a grain `DatasetIterator`: `get_state()` is a small
 JSON-serialisable dict and `set_state(state)` (or the `state=` argument)
 continues exactly where that state was taken, mid-epoch or across epochs.
 
-Order: the record indices of a source are sharded first (process
-`shard_index` of `shard_count` takes every `shard_count`-th record), then
-shuffled with `seed`, reshuffled differently each epoch (`repeat=True`).
-With `repeat=False` (evaluation) there is one unshuffled pass and only full
-batches: the remainder is dropped.
+Order: the record indices of a source are shuffled with `seed`, reshuffled
+differently each epoch (`repeat=True`). With `repeat=False` (evaluation) there
+is one unshuffled pass and only full batches: the remainder is dropped.
+
+Processes: `batch_size` is this process's share of a global batch of
+`batch_size * shard_count` rows, and process `shard_index` yields rows
+[shard_index·batch_size, (shard_index + 1)·batch_size) of each global batch, which
+is where `jax.make_array_from_process_local_data` places them. Every process orders
+the data alike and counts global batches, so the batches (the losses) and the
+iterator state (saved once, by process 0) do not depend on the number of processes:
+a run resumes on another process count. An example is read only by the process of
+its row; a packed stream is cut on every process (from a token table: a slice of a
+memory map per record) and each keeps its rows.
 
 Dimensions: B batch, T seq_len + 1 (pretraining windows), L max_len,
 K responses per prompt, P max_prompt_len.
@@ -30,6 +38,9 @@ _READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=128)
 # Reading a token table is a slice of a memory map: a prefetch thread only adds overhead
 # (measured 3.0M tokens/s with one thread, 9.0M without, on 2 cores).
 _TABLE_READ_OPTIONS = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+# Examples are read a global batch of indices at a time (this process's rows of it): the
+# same one thread, a few batches ahead.
+_BATCH_READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
 
 
 def _source_seed(seed: int, index: int) -> int:
@@ -37,18 +48,19 @@ def _source_seed(seed: int, index: int) -> int:
   return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def _record_indices(num_records: int, *, seed: int, shuffle: bool, repeat: bool,
-                    shard_index: int, shard_count: int, split: str) -> grain.MapDataset:
-  """Indices of this shard's records, shuffled per epoch when asked; infinite with `repeat`."""
-  if not 0 <= shard_index < shard_count:
-    raise UserError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
-  indices = grain.MapDataset.range(num_records)[shard_index::shard_count]
-  if len(indices) == 0:  # pylint: disable=g-explicit-length-test
-    raise UserError(f"the {split} split has {num_records} records, none for shard "
-                    f"{shard_index} of {shard_count}; add data or use fewer processes")
+def _record_indices(num_records: int, *, seed: int, shuffle: bool,
+                    repeat: bool) -> grain.MapDataset:
+  """Record indices, the same on every process, shuffled per epoch when asked; infinite
+  with `repeat`."""
+  indices = grain.MapDataset.range(num_records)
   if shuffle:
     indices = indices.shuffle(seed)
   return indices.repeat() if repeat else indices
+
+
+def _check_shard(shard_index: int, shard_count: int) -> None:
+  if not 0 <= shard_index < shard_count:
+    raise UserError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
 
 
 def _start(dataset: grain.IterDataset, state: dict | None) -> grain.DatasetIterator:
@@ -162,11 +174,11 @@ def pretrain_iterator(sources: Sequence[tuple[str, Any, float]], tokenizer, *, s
   window = seq_len + 1
   if not sources:
     raise UserError(f"no data sources for the {split} split; set --config.data.path")
+  _check_shard(shard_index, shard_count)
   per_source = []
   for i, (_, source, _) in enumerate(sources):
     indices = _record_indices(len(source), seed=_source_seed(seed, i), shuffle=shuffle,
-                              repeat=repeat, shard_index=shard_index,
-                              shard_count=shard_count, split=split)
+                              repeat=repeat)
     table = (None if token_cache is None
              else token_cache_lib.token_table(source, tokenizer, token_cache))
     tokens_of = (table.__getitem__ if table is not None else
@@ -183,13 +195,14 @@ def pretrain_iterator(sources: Sequence[tuple[str, Any, float]], tokenizer, *, s
   else:
     all_records = [records for records, _ in per_source]
     records = grain.MapDataset.concatenate(all_records) if len(all_records) > 1 else all_records[0]
-    _check_fills_a_batch(sources, records, batch_size * window, split)
+    _check_fills_a_batch(sources, records, batch_size * shard_count * window, split)
     options = (_TABLE_READ_OPTIONS if all(o is _TABLE_READ_OPTIONS for _, o in per_source)
                else _READ_OPTIONS)
     windows = _PackedIterDataset(records.map(lambda r: r[0](r[1])).to_iter_dataset(options),
                                  window)
-  batches = windows.batch(batch_size, drop_remainder=True).map(
-      lambda tokens_BxT: {"tokens": tokens_BxT})
+  rows = slice(shard_index * batch_size, (shard_index + 1) * batch_size)
+  batches = windows.batch(batch_size * shard_count, drop_remainder=True).map(
+      lambda tokens_BxT: {"tokens": tokens_BxT[rows]})
   return _start(batches, state)
 
 
@@ -200,14 +213,19 @@ def _example_iterator(source, to_example: Callable[[int, dict], dict], *, batch_
                       seed: int, shuffle: bool, repeat: bool, shard_index: int,
                       shard_count: int, state: dict | None, split: str):
   """Batches of `to_example(record_index, record)` dicts, stacked along a new axis 0."""
-  indices = _record_indices(len(source), seed=seed, shuffle=shuffle, repeat=repeat,
-                            shard_index=shard_index, shard_count=shard_count, split=split)
-  if not repeat and len(indices) < batch_size:
-    raise UserError(f"the {split} split has {len(indices)} records for this process but one "
-                    f"batch needs {batch_size}; add data or lower the batch size")
-  examples = indices.map(lambda index: to_example(int(index), source[int(index)]))
-  batches = examples.to_iter_dataset(_READ_OPTIONS).batch(batch_size, drop_remainder=True)
-  return _start(batches, state)
+  _check_shard(shard_index, shard_count)
+  indices = _record_indices(len(source), seed=seed, shuffle=shuffle, repeat=repeat)
+  if not repeat and len(indices) < batch_size * shard_count:
+    raise UserError(f"the {split} split has {len(indices)} records but one batch needs "
+                    f"{batch_size * shard_count}; add data or lower the batch size")
+  rows = slice(shard_index * batch_size, (shard_index + 1) * batch_size)
+
+  def read(indices_B: np.ndarray) -> dict:
+    examples = [to_example(int(index), source[int(index)]) for index in indices_B[rows]]
+    return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+
+  batches = indices.batch(batch_size * shard_count, drop_remainder=True).map(read)
+  return _start(batches.to_iter_dataset(_BATCH_READ_OPTIONS), state)
 
 
 def _pad_right(ids: Sequence[int], length: int, pad: int) -> np.ndarray:
