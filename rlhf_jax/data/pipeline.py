@@ -211,8 +211,14 @@ def pretrain_iterator(sources: Sequence[tuple[str, Any, float]], tokenizer, *, s
 
 def _example_iterator(source, to_example: Callable[[int, dict], dict], *, batch_size: int,
                       seed: int, shuffle: bool, repeat: bool, shard_index: int,
-                      shard_count: int, state: dict | None, split: str):
-  """Batches of `to_example(record_index, record)` dicts, stacked along a new axis 0."""
+                      shard_count: int, state: dict | None, split: str, tokenizer=None,
+                      token_cache: str | None = None, cache_key: dict | None = None):
+  """Batches of `to_example(record_index, record)` dicts, stacked along a new axis 0.
+
+  With `token_cache`, every record's example is encoded once into an example table
+  (`token_cache.example_table`, keyed by the source, the tokenizer and `cache_key`) and
+  batches are slices of it; the batches are the same either way.
+  """
   _check_shard(shard_index, shard_count)
   indices = _record_indices(len(source), seed=seed, shuffle=shuffle, repeat=repeat)
   if not repeat and len(indices) < batch_size * shard_count:
@@ -220,7 +226,12 @@ def _example_iterator(source, to_example: Callable[[int, dict], dict], *, batch_
                     f"{batch_size * shard_count}; add data or lower the batch size")
   rows = slice(shard_index * batch_size, (shard_index + 1) * batch_size)
 
+  table = (None if token_cache is None else
+           token_cache_lib.example_table(source, tokenizer, to_example, cache_key, token_cache))
+
   def read(indices_B: np.ndarray) -> dict:
+    if table is not None:
+      return {key: np.asarray(values[indices_B[rows]]) for key, values in table.items()}
     examples = [to_example(int(index), source[int(index)]) for index in indices_B[rows]]
     return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
 
@@ -250,7 +261,8 @@ def _fit(context: list[int], target: list[int], max_len: int) -> tuple[list[int]
 
 def sft_iterator(source, tokenizer, *, max_len: int, batch_size: int, seed: int,
                  shuffle: bool = True, repeat: bool = True, shard_index: int = 0,
-                 shard_count: int = 1, state: dict | None = None, split: str = ""):
+                 shard_count: int = 1, state: dict | None = None, split: str = "",
+                 token_cache: str | None = None):
   """{"tokens": int32[B, L] right-padded with pad_id, "loss_mask": int32[B, L]}.
 
   loss_mask is 1 on assistant content and its EOS. A conversation longer than
@@ -272,7 +284,9 @@ def sft_iterator(source, tokenizer, *, max_len: int, batch_size: int, seed: int,
   return _example_iterator(source, to_example, batch_size=batch_size, seed=seed,
                            shuffle=shuffle, repeat=repeat, shard_index=shard_index,
                            shard_count=shard_count, state=state,
-                           split=split or ("train" if repeat else "validation"))
+                           split=split or ("train" if repeat else "validation"),
+                           tokenizer=tokenizer, token_cache=token_cache,
+                           cache_key=dict(kind="sft", max_len=max_len))
 
 
 def preference_rows(tokenizer, prompt: Sequence[dict], responses: Sequence[str], *,
@@ -310,7 +324,7 @@ def preference_rows(tokenizer, prompt: Sequence[dict], responses: Sequence[str],
 def preference_iterator(source, tokenizer, *, max_len: int, num_responses: int,
                         batch_size: int, seed: int, shuffle: bool = True, repeat: bool = True,
                         shard_index: int = 0, shard_count: int = 1, state: dict | None = None,
-                        split: str = ""):
+                        split: str = "", token_cache: str | None = None):
   """{"tokens": int32[B, K, L], "response_mask": int32[B, K, L], "ranking": int32[B, K],
   "index": int32[B]}.
 
@@ -338,12 +352,15 @@ def preference_iterator(source, tokenizer, *, max_len: int, num_responses: int,
   return _example_iterator(source, to_example, batch_size=batch_size, seed=seed,
                            shuffle=shuffle, repeat=repeat, shard_index=shard_index,
                            shard_count=shard_count, state=state,
-                           split=split or ("train" if repeat else "validation"))
+                           split=split or ("train" if repeat else "validation"),
+                           tokenizer=tokenizer, token_cache=token_cache,
+                           cache_key=dict(kind="preference", max_len=max_len, num_responses=num_responses))
 
 
 def prompt_iterator(source, tokenizer, *, max_prompt_len: int, batch_size: int, seed: int,
                     shuffle: bool = True, repeat: bool = True, shard_index: int = 0,
-                    shard_count: int = 1, state: dict | None = None, split: str = ""):
+                    shard_count: int = 1, state: dict | None = None, split: str = "",
+                    token_cache: str | None = None):
   """{"tokens": int32[B, P] left-padded, "mask": int32[B, P] (1 = real), "index": int32[B]}.
 
   tokens are the chat template plus the generation prompt; longer prompts
@@ -366,4 +383,6 @@ def prompt_iterator(source, tokenizer, *, max_prompt_len: int, batch_size: int, 
   return _example_iterator(source, to_example, batch_size=batch_size, seed=seed,
                            shuffle=shuffle, repeat=repeat, shard_index=shard_index,
                            shard_count=shard_count, state=state,
-                           split=split or ("train" if repeat else "validation"))
+                           split=split or ("train" if repeat else "validation"),
+                           tokenizer=tokenizer, token_cache=token_cache,
+                           cache_key=dict(kind="prompt", max_prompt_len=max_prompt_len))

@@ -99,3 +99,42 @@ def token_table(source, tokenizer, cache: str) -> TokenTable | None:
                      "into %s", meta["records"], meta["tokens"], fingerprint, meta["seconds"],
                      meta["tokens_per_sec"], directory)
   return TokenTable(directory)
+
+
+def example_table(source, tokenizer, to_example, key: dict, cache: str) -> dict | None:
+  """{field: array [num_records, ...]} of `to_example(i, source[i])` for every record, built
+  once into `<cache>/examples/<hash>/` and memory-mapped; None without a fingerprint.
+
+  `key` names everything besides the source and the tokenizer that decides the examples
+  (the pipeline and its lengths), e.g. {"kind": "sft", "max_len": 512}.
+  """
+  fingerprint = getattr(source, "fingerprint", "")
+  if not fingerprint:
+    return None
+  digest = hashlib.sha256(json.dumps([_VERSION, fingerprint, tokenizer.fingerprint, key],
+                                     sort_keys=True).encode()).hexdigest()[:16]
+  root = os.path.join(store.cache_dir(cache), "examples")
+  directory = os.path.join(root, digest)
+  if not os.path.exists(os.path.join(directory, "meta.json")):
+    with store.file_lock(os.path.join(root, f".{digest}.lock")):
+      if not os.path.exists(os.path.join(directory, "meta.json")):
+        shutil.rmtree(directory, ignore_errors=True)
+        start = time.perf_counter()
+        examples = [to_example(i, source[i]) for i in range(len(source))]
+        tmp = tempfile.mkdtemp(prefix=".incomplete_", dir=root)
+        try:
+          for field in examples[0]:
+            np.save(os.path.join(tmp, f"{field}.npy"), np.stack([e[field] for e in examples]))
+          with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+            json.dump({"version": _VERSION, "records": len(examples), "key": key,
+                       "fields": sorted(examples[0])}, f)
+          os.rename(tmp, directory)
+        except BaseException:
+          shutil.rmtree(tmp, ignore_errors=True)
+          raise
+        logging.info("Encoded %d %s examples of %s once in %.1f s into %s", len(examples),
+                     key.get("kind", ""), fingerprint, time.perf_counter() - start, directory)
+  with open(os.path.join(directory, "meta.json"), encoding="utf-8") as f:
+    fields = json.load(f)["fields"]
+  return {field: np.load(os.path.join(directory, f"{field}.npy"), mmap_mode="r")
+          for field in fields}

@@ -553,7 +553,7 @@ def make_task(config, workdir: str, mesh) -> Task:
   prompts = functools.partial(pipeline.prompt_iterator, splits["train"], tok,
                               max_prompt_len=cfg.max_prompt_len, batch_size=local_batch,
                               seed=config.seed, shard_index=jax.process_index(),
-                              shard_count=jax.process_count())
+                              shard_count=jax.process_count(), token_cache=config.data.cache_dir)
   if cfg.ptx_coef > 0:
     ptx_train = store.local_dataset(cfg.ptx_path, "corpus", cache=config.data.cache_dir)["train"]
     ptx = functools.partial(pipeline.pretrain_iterator, [("ptx", ptx_train, 1.0)], tok,

@@ -125,7 +125,8 @@ def make_task(config, workdir: str, mesh) -> Task:
   iterator = functools.partial(pipeline.preference_iterator, tokenizer=tok, max_len=seq_len,
                                num_responses=k, batch_size=local_batch, seed=config.seed,
                                shard_index=jax.process_index(),
-                               shard_count=jax.process_count())
+                               shard_count=jax.process_count(),
+                               token_cache=config.data.cache_dir)
 
   def loss_sum(params, batch, rng, deterministic=True):
     scores_BxK = response_scores(model, params, batch["tokens"], batch["response_mask"], rng,

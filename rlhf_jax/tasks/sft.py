@@ -47,7 +47,8 @@ def make_task(config, workdir: str, mesh) -> Task:
   iterator = functools.partial(pipeline.sft_iterator, tokenizer=tok, max_len=seq_len,
                                batch_size=local_batch, seed=config.seed,
                                shard_index=jax.process_index(),
-                               shard_count=jax.process_count())
+                               shard_count=jax.process_count(),
+                               token_cache=config.data.cache_dir)
 
   def loss_sum(params, batch, rng, deterministic=True):
     return lm.next_token_loss_sum(model, params, batch["tokens"], batch["loss_mask"], rng,
