@@ -183,10 +183,14 @@ class Writer:
     self._file = self._tb = None
     if jax.process_index() != 0:
       return
-    _drop_rows_after(self.path, start_step)
+    # A resume keeps the rows of its checkpoint's step (that step does not run again); a
+    # start at step 0 (no checkpoint yet, e.g. killed before the first) logs its step-0
+    # evaluation again, so it keeps none.
+    first_new = start_step + 1 if start_step else 0
+    _drop_rows_after(self.path, first_new - 1)
     self._file = open(self.path, "a", encoding="utf-8")
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start_step + 1)
+    self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=first_new)
 
   def write(self, step: int, metrics: dict) -> None:
     if self._file is None:

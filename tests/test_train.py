@@ -149,6 +149,21 @@ def test_sigterm_saves_a_checkpoint_then_resume_matches(reference_run, corpus_pa
   assert losses(workdir) == losses(reference_run[0])
 
 
+def test_a_resume_keeps_the_rows_up_to_its_step_a_start_over_keeps_none(tmp_path):
+  """Killed after step 15 with a checkpoint at 10: the rerun logs from 11. Killed before the
+  first checkpoint: the rerun starts over and logs its step-0 evaluation once, not twice."""
+  def run(start_step, steps):
+    writer = metrics.Writer(str(tmp_path), start_step)
+    for step in steps:
+      writer.write(step, {"loss": float(step)})
+    writer.close()
+    return [row["step"] for row in metrics.read_metrics(str(tmp_path))]
+
+  run(0, [0, 5, 10, 15])
+  assert run(10, [15, 20]) == [0, 5, 10, 15, 20]
+  assert run(0, [0, 5]) == [0, 5]
+
+
 TIMING = ("time", "train/steps_per_sec", "train/tokens_per_sec", "train/mfu")
 
 
