@@ -7,6 +7,7 @@ metrics of that step (not averages over the steps since the last row), plus rate
 import json
 import math
 import os
+import sys
 import time
 
 import jax
@@ -189,8 +190,7 @@ class Writer:
     first_new = start_step + 1 if start_step else 0
     _drop_rows_after(self.path, first_new - 1)
     self._file = open(self.path, "a", encoding="utf-8")
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=first_new)
+    self._tb = _summary_writer_class()(os.path.join(workdir, "tb"), purge_step=first_new)
 
   def write(self, step: int, metrics: dict) -> None:
     if self._file is None:
@@ -205,6 +205,21 @@ class Writer:
     if self._file is not None:
       self._file.close()
       self._tb.close()
+
+
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without torch: where torch is installed (the HF
+  tests need it) tensorboardX imports it only to name a type, and that import was 2 s of the
+  start of every training process."""
+  hide_torch = "torch" not in sys.modules
+  if hide_torch:
+    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX expects
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  finally:
+    if hide_torch:
+      del sys.modules["torch"]
+  return SummaryWriter
 
 
 def _drop_rows_after(path: str, step: int) -> None:
