@@ -41,14 +41,33 @@ def _abstract_with_shardings(abstract_tree, shardings):
   return jax.tree.map(attach, shardings, abstract_tree)
 
 
+class _Retention:
+  """Which checkpoints orbax keeps after a save (an orbax PreservationPolicy): the newest
+  `keep` of those on the save schedule, and the newest of all. A stop's checkpoint (SIGTERM,
+  Ctrl-C) is off the schedule: it is where the rerun resumes, and the next save replaces it
+  without counting against `keep`, so an interrupted run ends with the checkpoints of an
+  uninterrupted one (the report's reward-vs-KL curve reads PPO's)."""
+
+  def __init__(self, keep: int):
+    self.keep = keep
+    self.on_schedule = lambda step: True
+
+  def should_preserve(self, checkpoints, *, context):
+    del context
+    steps = [info.step for info in checkpoints]  # oldest first
+    kept = set([step for step in steps if self.on_schedule(step)][-self.keep:] + steps[-1:])
+    return [step in kept for step in steps]
+
+
 class Checkpointer:
-  """Saves every `save_every` steps (and on demand), keeps the newest `keep`."""
+  """Saves when the loop asks, keeps the newest `keep` on its schedule (see `_Retention`)."""
 
   def __init__(self, directory: str, keep: int):
     self.directory = os.path.abspath(directory)
+    self._retention = _Retention(keep)
     # cleanup_tmp_directories: a save cut short (e.g. by a full disk) leaves a temporary
     # folder; the next run deletes it instead of leaving its space taken.
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+    options = ocp.CheckpointManagerOptions(preservation_policy=self._retention, create=True,
                                            cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "data"))
@@ -57,7 +76,11 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state, data_state: dict) -> None:
+  def save(self, step: int, state, data_state: dict, on_schedule=None) -> None:
+    """`on_schedule(step)`: whether the loop saves `step` without being stopped there (default:
+    every step is; then the newest `keep` are kept)."""
+    if on_schedule is not None:
+      self._retention.on_schedule = on_schedule
     # Saves run in the background: a failure surfaces here at the next save, or in wait().
     with self._stop_if_disk_full():
       self._manager.save(step, args=ocp.args.Composite(

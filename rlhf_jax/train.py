@@ -191,6 +191,9 @@ def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, wr
   pending = None  # (step, device metrics, device tally) of a log step, fetched one step late
   fetched = start_step  # the last step fetched
 
+  def on_schedule(step):  # saved even when no stop comes
+    return step == total or bool(config.ckpt_every and step % config.ckpt_every == 0)
+
   def fetch(step, device_metrics, device_tally, state_finite=True):
     nonlocal fetched
     host, host_tally, state_finite = jax.device_get((device_metrics, device_tally, state_finite))
@@ -226,7 +229,7 @@ def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, wr
     epoch_end = task.steps_per_epoch and step % task.steps_per_epoch == 0
     evaluate = config.eval_every and (step % config.eval_every == 0 or step == total
                                       or epoch_end)
-    save = step == total or (config.ckpt_every and step % config.ckpt_every == 0)
+    save = on_schedule(step)
     at_once = evaluate or save or step == start_step + 1
     log = step % config.log_every == 0
     stopping = stop.agreed(step, fetch_point=bool(at_once or log))
@@ -238,7 +241,7 @@ def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, wr
       if evaluate:
         writer.write(step, task.evaluate(state, jax.random.fold_in(eval_rng, step)))
       if save or stopping:
-        ckpt.save(step, state, data_iter.get_state())
+        ckpt.save(step, state, data_iter.get_state(), on_schedule)
       throughput.restart()
     if stopping:
       break

@@ -108,3 +108,18 @@ def test_a_damaged_source_checkpoint_is_a_one_line_error(tmp_path):
   os.remove(os.path.join(step_dir, "state", "manifest.ocdbt"))  # unreadable metadata too
   with pytest.raises(UserError, match="is damaged \\(orbax cannot read its metadata\\)"):
     checkpoint.saved_params_shapes(sft_dir)
+
+
+def test_a_stop_checkpoint_is_replaced_by_the_next_save_and_not_counted_in_keep(tmp_path):
+  """keep=2, saves every 10: a stop at 25 (then at 27, after a resume) keeps 10 and 20 until
+  30 replaces the stop's checkpoint; the end is the uninterrupted run's 20 and 30."""
+  state = fresh_state(gpt.GPT(CFG), seed=1)
+  saver = checkpoint.Checkpointer(str(tmp_path), keep=2)
+  every_10 = lambda step: step % 10 == 0
+  kept = []
+  for step in (10, 20, 25, 27, 30):
+    saver.save(step, state, {"position": step}, every_10)
+    saver.wait()
+    kept.append(sorted(int(n) for n in os.listdir(tmp_path) if n.isdigit()))
+  saver.close()
+  assert kept == [[10], [10, 20], [10, 20, 25], [10, 20, 27], [20, 30]]
