@@ -95,11 +95,12 @@ def pytest_collection_modifyitems(items):
       item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
-def start_main(workdir, *flags):
-  """`python -m rlhf_jax.main SMOKE_PIPELINE_FLAGS... flags... --workdir=W`, started."""
+def start_main(workdir, *flags, stderr=subprocess.PIPE):
+  """`python -m rlhf_jax.main SMOKE_PIPELINE_FLAGS... flags... --workdir=W`, started; its
+  stderr piped (read it with `finish`) or written to the open file `stderr`."""
   return subprocess.Popen([sys.executable, "-m", "rlhf_jax.main", *SMOKE_PIPELINE_FLAGS,
                            *flags, f"--workdir={workdir}"], cwd=REPO, text=True,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                          stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 def finish(process) -> str:

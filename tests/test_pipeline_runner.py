@@ -1,11 +1,8 @@
 """`chatgpt_world.py:smoke` through `python -m rlhf_jax.main`: four stages chained in
 WORKDIR/<stage>, then the report; finished stages skipped on a rerun, an interrupted one
-resumed to the same numbers; the links checked up front."""
+resumed to the same numbers (test_pipeline_interrupted.py); the links checked up front."""
 import json
 import os
-import shutil
-import signal
-import time
 
 import pytest
 
@@ -82,36 +79,6 @@ def test_rerun_skips_finished_stages_and_warns_of_a_changed_config(pipeline):
   assert "stage ppo finished with a different config" in stderr
   assert "stage sft finished with a different config" not in stderr
   assert stage_metrics(workdir) == before
-
-
-def wait_for(path, process, timeout=300):
-  deadline = time.time() + timeout
-  while not os.path.exists(path):
-    assert process.poll() is None, process.communicate()[1][-3000:]
-    assert time.time() < deadline, path
-    time.sleep(0.05)
-
-
-def test_killed_in_three_stages_then_rerun_matches_the_uninterrupted_run(pipeline, tmp_path):
-  """kill -9 during SFT, rerun, kill -9 during the RM, rerun, kill -9 during PPO, rerun: the
-  same logged metrics and the same report as the fixture's uninterrupted run. Pretraining
-  is copied from it, finished (it is skipped, as on any rerun). This is the SFT and RM
-  stages' kill-and-resume test; test_train.py and test_ppo.py have pretraining's and PPO's
-  (with the adaptive KL controller)."""
-  workdir = str(tmp_path / "killed")
-  shutil.copytree(os.path.join(pipeline[0], "pretrain"), os.path.join(workdir, "pretrain"))
-  for stage, checkpoint in (("sft", "10"), ("rm", "10"), ("ppo", "2")):
-    process = start_main(workdir)
-    wait_for(os.path.join(workdir, stage, "checkpoints", checkpoint), process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not pipeline_runner.is_done(os.path.join(workdir, stage)), stage
-  stderr = finish(start_main(workdir))
-  assert "stage 3/4: rm already done; skipped" in stderr
-  assert stage_metrics(workdir) == stage_metrics(pipeline[0])
-  with open(os.path.join(workdir, "report.json")) as a, open(
-      os.path.join(pipeline[0], "report.json")) as b:
-    assert json.load(a) == json.load(b)
 
 
 def test_stage_configs_resolve_links_and_check_them():
