@@ -41,10 +41,11 @@ def test_jit_matches_eager(params):
 
 def test_causal_future_tokens_do_not_change_past_logits(params):
   model = gpt.GPT(CFG)
+  apply = jax.jit(model.apply)  # eager dispatch op by op is 3-5x slower here
   tokens = _tokens(1, 12)
   changed = tokens.at[0, 8:].set((tokens[0, 8:] + 1) % CFG.vocab_size)
-  a, _ = model.apply({"params": params}, tokens)
-  b, _ = model.apply({"params": params}, changed)
+  a, _ = apply({"params": params}, tokens)
+  b, _ = apply({"params": params}, changed)
   np.testing.assert_allclose(a[:, :8], b[:, :8], atol=1e-6)
   assert np.abs(np.asarray(a[:, 8:] - b[:, 8:])).max() > 1e-3
 
@@ -68,22 +69,23 @@ def test_prefill_then_one_token_decode_equals_full_forward(params):
 def test_left_padding_does_not_change_real_token_logits(params):
   """A left-padded prompt with positions that skip pads gives the unpadded logits."""
   model = gpt.GPT(CFG)
+  apply = jax.jit(model.apply)  # eager dispatch op by op is 3-5x slower here
   tokens = _tokens(1, 7)
-  plain, _ = model.apply({"params": params}, tokens)
+  plain, _ = apply({"params": params}, tokens)
   pad = 5
   padded = jnp.concatenate([jnp.full((1, pad), 299), tokens], axis=1)
   valid = jnp.arange(pad + 7)[None] >= pad
   positions = jnp.maximum(jnp.arange(pad + 7) - pad, 0)[None]
-  out, _ = model.apply({"params": params}, padded, positions_BxT=positions, valid_BxT=valid)
+  out, _ = apply({"params": params}, padded, positions_BxT=positions, valid_BxT=valid)
   np.testing.assert_allclose(out[:, pad:, :300], plain[..., :300], atol=1e-5)
   # Same through the KV cache (prefill of the padded prompt, then decode).
   cache = gpt.init_cache(CFG, 1, pad + 9)
-  pre, cache = model.apply({"params": params}, padded, positions_BxT=positions,
+  pre, cache = apply({"params": params}, padded, positions_BxT=positions,
                            valid_BxT=valid, cache=cache)
   np.testing.assert_allclose(pre[:, pad:, :300], plain[..., :300], atol=1e-5)
   nxt = jnp.array([[17]])
-  dec, _ = model.apply({"params": params}, nxt, positions_BxT=jnp.array([[7]]), cache=cache)
-  ref, _ = model.apply({"params": params}, jnp.concatenate([tokens, nxt], 1))
+  dec, _ = apply({"params": params}, nxt, positions_BxT=jnp.array([[7]]), cache=cache)
+  ref, _ = apply({"params": params}, jnp.concatenate([tokens, nxt], 1))
   np.testing.assert_allclose(dec[:, 0, :300], ref[:, -1, :300], atol=1e-5)
 
 
@@ -95,7 +97,7 @@ def test_remat_gives_the_same_loss_and_gradients(params):
     def f(p):
       logits, _ = gpt.GPT(cfg).apply({"params": p}, tokens)
       return jnp.mean(jax.nn.log_softmax(logits[..., :300])[..., 3])
-    return jax.value_and_grad(f)(params)
+    return jax.jit(jax.value_and_grad(f))(params)
 
   (ref_loss, ref_grads), (loss_r, grads_r) = loss(CFG), loss(remat)
   np.testing.assert_allclose(loss_r, ref_loss, rtol=1e-6)
@@ -145,19 +147,20 @@ def _left_pad(rows, width, pad_id=299):
 def test_left_padded_batch_cache_needs_no_positions(params):
   """Prompts of lengths 7 and 4, no hand-passed positions: each row equals its own forward."""
   model = gpt.GPT(CFG)
+  apply = jax.jit(model.apply)  # eager dispatch op by op is 3-5x slower here
   rows = [np.asarray(_tokens(1, 10, seed=2))[0], np.asarray(_tokens(1, 7, seed=3))[0]]
   prompts, valid = _left_pad([rows[0][:7], rows[1][:4]], 7)
-  padded_full, _ = model.apply({"params": params}, prompts, valid_BxT=valid)
+  padded_full, _ = apply({"params": params}, prompts, valid_BxT=valid)
   cache = gpt.init_cache(CFG, 2, 10)
-  pre, cache = model.apply({"params": params}, prompts, valid_BxT=valid, cache=cache)
+  pre, cache = apply({"params": params}, prompts, valid_BxT=valid, cache=cache)
   decoded = []
   for t in range(3):
     step_tokens = jnp.asarray([[rows[0][7 + t]], [rows[1][4 + t]]])
-    logits, cache = model.apply({"params": params}, step_tokens, cache=cache)
+    logits, cache = apply({"params": params}, step_tokens, cache=cache)
     decoded.append(logits[:, 0])
   np.testing.assert_array_equal(cache.next_position_B, [10, 7])
   for i, (row, length) in enumerate(zip(rows, (7, 4))):
-    ref, _ = model.apply({"params": params}, jnp.asarray(row)[None])
+    ref, _ = apply({"params": params}, jnp.asarray(row)[None])
     np.testing.assert_allclose(padded_full[i, 7 - length:, :300], ref[0, :length, :300],
                                atol=1e-5)
     np.testing.assert_allclose(pre[i, 7 - length:, :300], ref[0, :length, :300], atol=1e-5)
@@ -182,18 +185,19 @@ def test_cache_overflow_is_an_error_or_nan_never_silent(params):
 def test_pad_positions_past_max_len_never_reach_real_tokens(params):
   """Pads with out-of-range positions (NaN embeddings) leave real tokens' logits exact."""
   model = gpt.GPT(CFG)
+  apply = jax.jit(model.apply)  # eager dispatch op by op is 3-5x slower here
   tokens = _tokens(1, 5)
-  plain, _ = model.apply({"params": params}, tokens)
+  plain, _ = apply({"params": params}, tokens)
   padded, valid = _left_pad([np.asarray(tokens)[0]], 8)
   positions = jnp.where(valid, jnp.arange(8) - 3, CFG.max_len + 7)
-  out, _ = model.apply({"params": params}, padded, positions_BxT=positions, valid_BxT=valid)
+  out, _ = apply({"params": params}, padded, positions_BxT=positions, valid_BxT=valid)
   np.testing.assert_allclose(out[:, 3:, :300], plain[..., :300], atol=1e-5)
   cache = gpt.init_cache(CFG, 1, 9)
-  pre, cache = model.apply({"params": params}, padded, positions_BxT=positions,
+  pre, cache = apply({"params": params}, padded, positions_BxT=positions,
                            valid_BxT=valid, cache=cache)
   np.testing.assert_allclose(pre[:, 3:, :300], plain[..., :300], atol=1e-5)
-  nxt, _ = model.apply({"params": params}, jnp.array([[17]]), cache=cache)
-  ref, _ = model.apply({"params": params}, jnp.concatenate([tokens, jnp.array([[17]])], 1))
+  nxt, _ = apply({"params": params}, jnp.array([[17]]), cache=cache)
+  ref, _ = apply({"params": params}, jnp.concatenate([tokens, jnp.array([[17]])], 1))
   np.testing.assert_allclose(nxt[:, 0, :300], ref[:, -1, :300], atol=1e-5)
 
 
