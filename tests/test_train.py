@@ -193,7 +193,7 @@ def test_no_intact_checkpoint_stops_the_command_with_one_error_line(reference_ru
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12", "4", "8"]
 
 
-@pytest.mark.parametrize("mesh", [{"data": 8}, {"fsdp": 8}, {"data": 2, "fsdp": 4}])
+@pytest.mark.parametrize("mesh", [{"data": 8}, {"data": 2, "fsdp": 4}])
 def test_data_parallel_and_fsdp_match_one_device(corpus_path, tmp_path, mesh):
   steps = dict(total_steps=5, eval_every=0, ckpt_every=0)
   one = str(tmp_path / "one")
