@@ -53,32 +53,46 @@ class TokenTable(Sequence):
     return self.tokens[self.offsets[index]:self.offsets[index + 1]]
 
 
-def _build(source, tokenizer, directory: str) -> dict:
-  """Tokenizes every record of `source` into a fresh table at `directory` (atomic rename)."""
+def _built_once(root: str, parts: list, write) -> str:
+  """`<root>/<hash(parts)>`, made once: `write(tmp_dir) -> meta` fills a temporary directory,
+  `meta.json` is written last and the directory renamed into place, under a file lock. A
+  directory left without its `meta.json` (a build killed half way) is built again."""
+  key = hashlib.sha256(json.dumps([_VERSION, *parts], sort_keys=True).encode()).hexdigest()[:16]
+  directory = os.path.join(root, key)
+  if not os.path.exists(os.path.join(directory, "meta.json")):
+    with store.file_lock(os.path.join(root, f".{key}.lock")):
+      if not os.path.exists(os.path.join(directory, "meta.json")):
+        shutil.rmtree(directory, ignore_errors=True)
+        tmp = tempfile.mkdtemp(prefix=".incomplete_", dir=root)
+        try:
+          meta = write(tmp)
+          with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+            json.dump({"version": _VERSION, **meta}, f)
+          os.rename(tmp, directory)
+        except BaseException:
+          shutil.rmtree(tmp, ignore_errors=True)
+          raise
+  return directory
+
+
+def _write_tokens(source, tokenizer, tmp: str) -> dict:
+  """Every record's ids (EOS where a document ends) into `tmp`; returns the table's meta."""
   start = time.perf_counter()
-  parent = os.path.dirname(directory)
-  tmp = tempfile.mkdtemp(prefix=".incomplete_", dir=parent)
-  try:
-    offsets = [0]
-    with open(os.path.join(tmp, "tokens.bin"), "wb") as out:
-      for first in range(0, len(source), _CHUNK):
-        records = source.__getitems__(list(range(first, min(first + _CHUNK, len(source)))))
-        for record, ids in zip(records, tokenizer.encode_batch([r["text"] for r in records])):
-          if record.get("doc_end", True):
-            ids.append(tokenizer.eos_id)
-          out.write(np.asarray(ids, np.int32).tobytes())
-          offsets.append(offsets[-1] + len(ids))
-    np.save(os.path.join(tmp, "offsets.npy"), np.asarray(offsets, np.int64))
-    seconds = time.perf_counter() - start
-    meta = {"version": _VERSION, "records": len(source), "tokens": offsets[-1],
-            "seconds": seconds, "tokens_per_sec": offsets[-1] / max(seconds, 1e-9)}
-    with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
-      json.dump(meta, f)
-    os.rename(tmp, directory)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return meta
+  offsets = [0]
+  with open(os.path.join(tmp, "tokens.bin"), "wb") as out:
+    for first in range(0, len(source), _CHUNK):
+      records = source.__getitems__(list(range(first, min(first + _CHUNK, len(source)))))
+      for record, ids in zip(records, tokenizer.encode_batch([r["text"] for r in records])):
+        if record.get("doc_end", True):
+          ids.append(tokenizer.eos_id)
+        out.write(np.asarray(ids, np.int32).tobytes())
+        offsets.append(offsets[-1] + len(ids))
+  np.save(os.path.join(tmp, "offsets.npy"), np.asarray(offsets, np.int64))
+  seconds = time.perf_counter() - start
+  logging.info("Tokenized %d records (%d tokens) of %s once in %.1f s (%.0f tokens/s)",
+               len(source), offsets[-1], source.fingerprint, seconds,
+               offsets[-1] / max(seconds, 1e-9))
+  return {"records": len(source), "tokens": offsets[-1], "seconds": seconds}
 
 
 def token_table(source, tokenizer, cache: str) -> TokenTable | None:
@@ -86,19 +100,9 @@ def token_table(source, tokenizer, cache: str) -> TokenTable | None:
   fingerprint = getattr(source, "fingerprint", "")
   if not fingerprint:
     return None
-  key = hashlib.sha256(
-      json.dumps([_VERSION, fingerprint, tokenizer.fingerprint]).encode()).hexdigest()[:16]
-  root = os.path.join(store.cache_dir(cache), "tokens")
-  directory = os.path.join(root, key)
-  if not os.path.exists(os.path.join(directory, "meta.json")):
-    with store.file_lock(os.path.join(root, f".{key}.lock")):
-      if not os.path.exists(os.path.join(directory, "meta.json")):
-        shutil.rmtree(directory, ignore_errors=True)  # a table left without its marker
-        meta = _build(source, tokenizer, directory)
-        logging.info("Tokenized %d records (%d tokens) of %s once in %.1f s (%.0f tokens/s) "
-                     "into %s", meta["records"], meta["tokens"], fingerprint, meta["seconds"],
-                     meta["tokens_per_sec"], directory)
-  return TokenTable(directory)
+  return TokenTable(_built_once(
+      os.path.join(store.cache_dir(cache), "tokens"), [fingerprint, tokenizer.fingerprint],
+      lambda tmp: _write_tokens(source, tokenizer, tmp)))
 
 
 def example_table(source, tokenizer, to_example, key: dict, cache: str) -> dict | None:
@@ -111,29 +115,18 @@ def example_table(source, tokenizer, to_example, key: dict, cache: str) -> dict 
   fingerprint = getattr(source, "fingerprint", "")
   if not fingerprint:
     return None
-  digest = hashlib.sha256(json.dumps([_VERSION, fingerprint, tokenizer.fingerprint, key],
-                                     sort_keys=True).encode()).hexdigest()[:16]
-  root = os.path.join(store.cache_dir(cache), "examples")
-  directory = os.path.join(root, digest)
-  if not os.path.exists(os.path.join(directory, "meta.json")):
-    with store.file_lock(os.path.join(root, f".{digest}.lock")):
-      if not os.path.exists(os.path.join(directory, "meta.json")):
-        shutil.rmtree(directory, ignore_errors=True)
-        start = time.perf_counter()
-        examples = [to_example(i, source[i]) for i in range(len(source))]
-        tmp = tempfile.mkdtemp(prefix=".incomplete_", dir=root)
-        try:
-          for field in examples[0]:
-            np.save(os.path.join(tmp, f"{field}.npy"), np.stack([e[field] for e in examples]))
-          with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
-            json.dump({"version": _VERSION, "records": len(examples), "key": key,
-                       "fields": sorted(examples[0])}, f)
-          os.rename(tmp, directory)
-        except BaseException:
-          shutil.rmtree(tmp, ignore_errors=True)
-          raise
-        logging.info("Encoded %d %s examples of %s once in %.1f s into %s", len(examples),
-                     key.get("kind", ""), fingerprint, time.perf_counter() - start, directory)
+
+  def write(tmp: str) -> dict:
+    start = time.perf_counter()
+    examples = [to_example(i, source[i]) for i in range(len(source))]
+    for field in examples[0]:
+      np.save(os.path.join(tmp, f"{field}.npy"), np.stack([e[field] for e in examples]))
+    logging.info("Encoded %d %s examples of %s once in %.1f s", len(examples),
+                 key.get("kind", ""), fingerprint, time.perf_counter() - start)
+    return {"records": len(examples), "key": key, "fields": sorted(examples[0])}
+
+  directory = _built_once(os.path.join(store.cache_dir(cache), "examples"),
+                          [fingerprint, tokenizer.fingerprint, key], write)
   with open(os.path.join(directory, "meta.json"), encoding="utf-8") as f:
     fields = json.load(f)["fields"]
   return {field: np.load(os.path.join(directory, f"{field}.npy"), mmap_mode="r")
