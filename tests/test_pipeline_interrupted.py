@@ -13,11 +13,11 @@ A SIGKILL follows a SIGSTOP, so the test sees where the run was when it died; a 
 (once in every stage) must end the run with status 143 after a checkpoint at the step it
 reached and the warning that says so.
 
-The chain is 10 interruptions (CHAIN), as many as the suite's time allows: each costs 6-10 s
-of CPU (a process start, the stage set up again, the work thrown away). On 2 shared cores,
-with the compilation cache warm, the chain took 118 s (138 s of CPU) where one uninterrupted
-run takes about 50 s (35 s of CPU). RLHF_JAX_KILLS=N runs a longer one: N interruptions, the
-extra ones SIGKILLs at drawn events, spread over the stages and the report.
+The chain is 15 interruptions (CHAIN): 10 SIGKILLs and 4 SIGTERMs in the stages, 1 SIGKILL
+in the report. Each costs 5-10 s (a process start, the stage set up again, the work thrown
+away): with the compilation cache warm, on 2 cores shared with other work, the chain took
+124 s (and the uninterrupted run 68 s). RLHF_JAX_KILLS=N runs a longer one: N
+interruptions, the extra ones SIGKILLs at drawn events, spread over the stages and the report.
 """
 import json
 import os
@@ -34,13 +34,16 @@ from test_pipeline_runner import STAGES, TIMING_KEYS
 pytestmark = SMOKE_PIPELINE_GROUP
 
 KILL, TERM = signal.SIGKILL, signal.SIGTERM
-# In run order. Every stage gets a SIGKILL while a checkpoint is written or an evaluation
-# runs, and a SIGTERM last (its checkpoint, at the step reached, is where the stage resumes:
-# an aim after it could fall behind it).
-CHAIN = [("pretrain", "save", KILL), ("pretrain", "step", TERM),
-         ("sft", "eval", KILL), ("sft", "step", TERM),
-         ("rm", "save", KILL), ("rm", "step", TERM),
-         ("ppo", "eval", KILL), ("ppo", "save", KILL), ("ppo", "step", TERM),
+# In run order: 10 SIGKILLs and a SIGTERM per stage. Every stage gets a SIGKILL while an
+# evaluation runs and another while a checkpoint is written; pretraining and PPO one more
+# mid-step; the report one. The SIGTERM comes last in its stage (its checkpoint, at the
+# step reached, is where the stage resumes: an aim after it could fall behind it).
+CHAIN = [("pretrain", "eval", KILL), ("pretrain", "save", KILL), ("pretrain", "step", KILL),
+         ("pretrain", "step", TERM),
+         ("sft", "eval", KILL), ("sft", "save", KILL), ("sft", "step", TERM),
+         ("rm", "eval", KILL), ("rm", "save", KILL), ("rm", "step", TERM),
+         ("ppo", "eval", KILL), ("ppo", "save", KILL), ("ppo", "step", KILL),
+         ("ppo", "step", TERM),
          ("report", "report", KILL)]
 DELAYS = {"step": (0.0, 0.5), "save": (0.0, 0.2), "eval": (0.0, 0.05), "report": (0.2, 3.0)}
 TMP = ".orbax-checkpoint-tmp"

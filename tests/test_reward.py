@@ -8,11 +8,13 @@ import jax
 import numpy as np
 import pytest
 
-from rlhf_jax import configs, metrics, sharding, train
+from rlhf_jax import configs, errors, metrics, sharding, train
 from rlhf_jax.data import pipeline
 from rlhf_jax.errors import UserError
 from rlhf_jax.models import gpt
 from rlhf_jax.tasks import reward
+
+from test_train import assert_checkpoints_finite
 
 
 _FILLER = "the cat sat on a mat and ate fish".split()
@@ -162,3 +164,15 @@ def test_normalisation_with_gain_gives_reference_rewards_std_one(trained_rm, rm_
       model, params, normalization, np.stack([r[0] for r in rows_]),
       np.stack([r[1] for r in rows_])), np.float64)
   assert abs(scores.mean()) < 1e-3 and abs(scores.std() - 1.0) < 1e-3
+
+
+def test_divergence_stops_the_rm_at_the_step_with_the_last_checkpoint_intact(rm_data, tmp_path):
+  """lr 1e30 after a 2-step warmup: a step's ranking loss turns NaN/Inf and the run stops,
+  naming it, before a save (the loop is shared; see test_train.py)."""
+  workdir = str(tmp_path / "diverged")
+  config = rm_config(rm_data[0], total_steps=6, eval_every=0, log_every=100, ckpt_every=2,
+                     **{"optim.lr": 1e30, "optim.grad_clip": 0.0})
+  with pytest.raises(errors.Diverged, match=r"^train/loss is (nan|inf).* at step 3; the last "
+                                            r"checkpoint \(step 2\) is intact"):
+    train.run(config, workdir)
+  assert_checkpoints_finite(workdir, [2])

@@ -8,14 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlhf_jax import losses, metrics, train
+from rlhf_jax import errors, losses, metrics, train
 from rlhf_jax.data import pipeline, store
 from rlhf_jax.models import gpt
 from rlhf_jax.tasks import lm, sft
 from rlhf_jax import tokenizer as tokenizer_lib
 
 from test_cli import assert_one_line_error, run_main
-from test_train import tiny_config
+from test_train import assert_checkpoints_finite, tiny_config
 
 
 def tiny_sft_config(sft_path, **overrides):
@@ -100,3 +100,15 @@ def test_malformed_sft_record_is_one_line_naming_file_and_line(tmp_path, sft_pat
   result = run_main("--config=experiments/sft_alpaca.py:smoke", f"--workdir={tmp_path / 'w'}",
                     f"--config.data.path={path}")
   assert_one_line_error(result, f"{path}:6", problem)
+
+
+def test_divergence_stops_sft_at_the_step_with_the_last_checkpoint_intact(sft_path, tmp_path):
+  """lr 1e30 after a 2-step warmup: step 3's loss is NaN (the loop is shared; pretraining's
+  and PPO's cases are in test_train.py and test_ppo.py)."""
+  workdir = str(tmp_path / "diverged")
+  config = tiny_sft_config(sft_path, total_steps=6, eval_every=0, log_every=100, ckpt_every=2,
+                           **{"optim.lr": 1e30, "optim.grad_clip": 0.0})
+  with pytest.raises(errors.Diverged, match=r"^train/loss is nan.* at step 3; the last "
+                                            r"checkpoint \(step 2\) is intact"):
+    train.run(config, workdir)
+  assert_checkpoints_finite(workdir, [2])
