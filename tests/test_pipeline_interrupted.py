@@ -34,7 +34,7 @@ from test_pipeline_runner import STAGES, TIMING_KEYS
 pytestmark = SMOKE_PIPELINE_GROUP
 
 KILL, TERM = signal.SIGKILL, signal.SIGTERM
-# In run order: 10 SIGKILLs and a SIGTERM per stage. Every stage gets a SIGKILL while an
+# In run order: 11 SIGKILLs and a SIGTERM per stage. Every stage gets a SIGKILL while an
 # evaluation runs and another while a checkpoint is written; pretraining and PPO one more
 # mid-step; the report one. The SIGTERM comes last in its stage (its checkpoint, at the
 # step reached, is where the stage resumes: an aim after it could fall behind it).
