@@ -87,11 +87,18 @@ RULES = {
     "ppo.ema_decay": _FRACTION,
     "ppo.critic_lr": (lambda v: v >= 0, "a number >= 0 (0 = optim.lr)"),
     "ppo.ratio_warn": _POSITIVE,
+    "ppo.group_size": _AT_LEAST_ONE,
+    "ppo.cliprange_high": (lambda v: v >= 0, "a number >= 0 (0 = ppo.cliprange)"),
+    "ppo.overlong_buffer": (lambda v: 0 <= v, "an integer >= 0 (0 = off)"),
 }
 CHOICES = {
     "ppo.critic_from": ("reward", "policy"),
     "ppo.score_norm": ("none", "running", "batch"),
     "ppo.kl_estimator": ("k1", "k2", "k3"),
+    "ppo.algorithm": ("ppo", "grpo", "rloo"),
+    "ppo.kl_in": ("reward", "loss"),
+    "ppo.loss_agg": ("token", "sequence", "constant"),
+    "ppo.ratio_level": ("token", "sequence"),
 }
 # The stages whose workdirs a stage's init_from / ppo.reward_from may name.
 INPUT_STAGES = {
@@ -186,9 +193,17 @@ def _check_ppo(config) -> None:
   from rlhf_jax.tasks import ppo  # pylint: disable=g-import-not-at-top
   cfg = config.ppo
   ppo.parse_reward(cfg.reward)
+  if cfg.algorithm != "ppo" and cfg.group_size < 2:
+    raise UserError(f"--config.ppo.algorithm={cfg.algorithm!r} needs a group: set "
+                    f"--config.ppo.group_size to 2 or more responses per prompt")
+  if cfg.overlong_buffer > cfg.response_len:
+    raise UserError(f"--config.ppo.overlong_buffer={cfg.overlong_buffer} exceeds "
+                    f"ppo.response_len={cfg.response_len}; lower it (0 = off)")
   split = cfg.num_minibatches * config.optim.grad_accum_steps
-  if config.batch_size % split:
-    raise UserError(f"--config.batch_size={config.batch_size} does not split into "
+  if config.batch_size * cfg.group_size % split:
+    rows = (f"--config.batch_size={config.batch_size}" if cfg.group_size == 1 else
+            f"--config.batch_size={config.batch_size} x ppo.group_size={cfg.group_size}")
+    raise UserError(f"{rows} does not split into "
                     f"ppo.num_minibatches={cfg.num_minibatches} x optim.grad_accum_steps="
                     f"{config.optim.grad_accum_steps}; adjust one of them")
   if cfg.ptx_coef > 0:

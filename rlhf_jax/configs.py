@@ -125,6 +125,10 @@ def report_block() -> ml_collections.ConfigDict:
 def ppo_block() -> ml_collections.ConfigDict:
   """The PPO stage block, `config.ppo` (see rlhf_jax/tasks/ppo.py for the math)."""
   return ml_collections.ConfigDict(dict(
+      algorithm="ppo",            # ppo: GAE with a critic | grpo, rloo: critic-free, the
+                                  # group_size responses to a prompt are the baseline (rl.py)
+      group_size=1,               # G responses sampled per prompt (grpo/rloo: at least 2)
+      group_std=True,             # grpo divides by the group's std (False: Dr. GRPO)
       reward_from="",             # reward-model workdir (its tokenizer must be the policy's)
       reward="model",             # "model" (the RM) or "token_count:<id>[,<id>...]" (a known
                                   # reward for tests: +1 per response token among the ids)
@@ -136,10 +140,16 @@ def ppo_block() -> ml_collections.ConfigDict:
       target_kl=0.0,              # > 0: adaptive controller's target per-response KL; 0 = fixed β
       kl_horizon=10000.0,         # adaptive controller's horizon, in episodes
       kl_estimator="k1",          # per-token KL in the reward: k1 | k2 | k3
+      kl_in="reward",             # reward: −β·KL_t in the per-token reward (InstructGPT) |
+                                  # loss: β·k3(π, π_ref) as a loss term (GRPO)
       gamma=1.0, lam=0.95,        # GAE
       epochs=4,                   # PPO passes over each rollout batch
       num_minibatches=4,          # optimizer steps per pass (batch_size / minibatch rows)
       cliprange=0.2,              # ε of the policy ratio
+      cliprange_high=0.0,         # > 0: the ratio's upper ε (DAPO's clip-higher); 0 = cliprange
+      ratio_level="token",        # token | sequence (GSPO: one ratio per response, its mean log)
+      loss_agg="token",           # policy loss over a minibatch: token (PPO, DAPO) | sequence
+                                  # (GRPO) | constant (Dr. GRPO); see rl.loss_weights
       cliprange_value=0.2,        # ε of the value clipping
       vf_coef=0.1,                # value-loss weight
       entropy_coef=0.0,           # entropy bonus
@@ -147,6 +157,8 @@ def ppo_block() -> ml_collections.ConfigDict:
       score_norm="none",          # none | running (running mean/std) | batch (whiten per batch)
       score_clip=0.0,             # > 0: clip the processed score to ±score_clip
       missing_eos_penalty=0.0,    # subtracted from the score of a response with no EOS
+      overlong_buffer=0,          # > 0: DAPO's soft overlong penalty, 0 → −1 over the last
+                                  # overlong_buffer tokens of the budget (rl.overlong_penalty)
       ptx_coef=0.0,               # γ of PPO-ptx (InstructGPT: 27.8); 0 = off
       ptx_path="",                # pretraining corpus (files or world:…/corpus)
       ptx_batch_size=8,           # corpus rows per iteration, split over the minibatches

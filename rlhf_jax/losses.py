@@ -77,24 +77,39 @@ def ranking_accuracy(scores_BxK, ranking_BxK):
 
 
 def ppo_policy_loss(log_probs_BxN, old_log_probs_BxN, advantages_BxN, mask_BxN,
-                    clip: float = 0.2):
+                    clip: float = 0.2, clip_high: float | None = None,
+                    sequence_ratio: bool = False, weights_BxN=None):
   """PPO's clipped surrogate (Schulman et al., 2017, eq. 7) as (sum, count, aux sums).
 
-  ρ = exp(log π(a) − log π_old(a)), loss_t = max(−A_t·ρ_t, −A_t·clip(ρ_t, 1 − ε, 1 + ε)).
+  ρ_t = exp(log π(a_t) − log π_old(a_t)),
+  loss_t = max(−A_t·ρ_t, −A_t·clip(ρ_t, 1 − ε, 1 + ε_high)), ε_high = clip_high or ε
+  (DAPO's clip-higher when larger). sequence_ratio: GSPO's (Zheng et al., 2025) one ratio
+  per response, ρ = exp(mean_t log ρ_t), for all its tokens. sum = Σ_t w_t·loss_t with
+  `weights_BxN` (default: the mask, a plain sum; see `rl.loss_weights`).
   aux: clipfrac (tokens where the clipped branch is taken, strictly larger),
-  approx_kl = Σ (ρ − 1) − log ρ (k3 of KL(π_old ‖ π)), ratio (Σ ρ), and ratio_max (max ρ).
+  approx_kl = Σ (ρ_t − 1) − log ρ_t (k3 of KL(π_old ‖ π), per token), ratio (Σ ρ), and
+  ratio_max (max ρ).
   """
   mask = mask_BxN.astype(bool)
-  log_ratio_BxN = jnp.where(mask, log_probs_BxN - old_log_probs_BxN, 0.0)
+  token_log_ratio_BxN = jnp.where(mask, log_probs_BxN - old_log_probs_BxN, 0.0)
+  log_ratio_BxN = token_log_ratio_BxN
+  if sequence_ratio:
+    lengths_Bx1 = jnp.maximum(jnp.sum(mask, axis=1, keepdims=True), 1)
+    sequence_Bx1 = jnp.sum(token_log_ratio_BxN, axis=1, keepdims=True) / lengths_Bx1
+    log_ratio_BxN = jnp.where(mask, sequence_Bx1, 0.0)
   ratio_BxN = jnp.exp(log_ratio_BxN)
+  clip_high = clip if clip_high is None else clip_high
   unclipped_BxN = -advantages_BxN * ratio_BxN
-  clipped_BxN = -advantages_BxN * jnp.clip(ratio_BxN, 1.0 - clip, 1.0 + clip)
+  clipped_BxN = -advantages_BxN * jnp.clip(ratio_BxN, 1.0 - clip, 1.0 + clip_high)
   loss_BxN = jnp.maximum(unclipped_BxN, clipped_BxN)
+  weights_BxN = mask_BxN if weights_BxN is None else weights_BxN
   aux = {"clipfrac": jnp.sum((clipped_BxN > unclipped_BxN) & mask).astype(jnp.float32),
-         "approx_kl": jnp.sum(jnp.where(mask, jnp.expm1(log_ratio_BxN) - log_ratio_BxN, 0.0)),
+         "approx_kl": jnp.sum(jnp.where(mask, jnp.expm1(token_log_ratio_BxN)
+                                        - token_log_ratio_BxN, 0.0)),
          "ratio": jnp.sum(jnp.where(mask, ratio_BxN, 0.0)),
          "ratio_max": jnp.max(jnp.where(mask, ratio_BxN, 0.0))}
-  return jnp.sum(jnp.where(mask, loss_BxN, 0.0)), jnp.sum(mask).astype(jnp.float32), aux
+  return (jnp.sum(jnp.where(mask, weights_BxN * loss_BxN, 0.0)),
+          jnp.sum(mask).astype(jnp.float32), aux)
 
 
 def ppo_value_loss(values_BxN, old_values_BxN, returns_BxN, mask_BxN, clip: float = 0.2):

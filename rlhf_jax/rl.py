@@ -97,6 +97,60 @@ def explained_variance(values, returns, mask):
                    0.0)
 
 
+# ---------------------------------------------------------------------------- critic-free
+
+
+def group_advantages(scores_B, group_size: int, kind: str, std_normalize: bool = True,
+                     eps: float = 1e-6):
+  """Advantages of G = group_size responses per prompt, the group as the baseline (no critic).
+
+  Rows i·G … i·G + G − 1 answer the same prompt. With R the group's scores:
+    grpo  A_i = (R_i − mean(R)) / (std(R) + eps)   (Shao et al., 2024; std with the G − 1
+          denominator); std_normalize=False gives Dr. GRPO's A_i = R_i − mean(R)
+    rloo  A_i = R_i − Σ_{j≠i} R_j / (G − 1)        (Ahmadian et al., 2024; Kool et al., 2019)
+  Returns [B] (B = prompts · G), one advantage per response.
+  """
+  scores_PxG = scores_B.reshape(-1, group_size)
+  mean_Px1 = jnp.mean(scores_PxG, axis=1, keepdims=True)
+  if kind == "rloo":
+    advantages_PxG = scores_PxG - (group_size * mean_Px1 - scores_PxG) / (group_size - 1)
+  elif kind == "grpo":
+    advantages_PxG = scores_PxG - mean_Px1
+    if std_normalize:
+      advantages_PxG = advantages_PxG / (jnp.std(scores_PxG, axis=1, keepdims=True, ddof=1)
+                                         + eps)
+  else:
+    raise ValueError(f"unknown group baseline {kind!r}; use 'grpo' or 'rloo'")
+  return advantages_PxG.reshape(-1)
+
+
+def overlong_penalty(lengths_B, budget: int, buffer: int):
+  """DAPO's soft overlong punishment (Yu et al., 2025): 0 for a length ≤ budget − buffer,
+  then falling linearly to −1 at the budget: clip((budget − buffer − length) / buffer, −1, 0)."""
+  return jnp.clip((budget - buffer - lengths_B.astype(jnp.float32)) / buffer, -1.0, 0.0)
+
+
+def loss_weights(mask_BxN, aggregation: str, num_rows, num_tokens, budget: int):
+  """Per-token weights w (0 on pads) such that Σ w·ℓ is a minibatch's policy loss.
+
+  num_rows / num_tokens are the minibatch's responses / real tokens (its micro-batches
+  share them, so summed micro-batch losses equal the minibatch's); budget N is the sampling
+  budget (a constant, not the padded width):
+    token     w = m / num_tokens               every token alike (PPO, DAPO)
+    sequence  w = m / (|y_b| · num_rows)       each response's token mean, averaged (GRPO)
+    constant  w = m / (num_rows · N)           a fixed normaliser, no length bias (Dr. GRPO)
+  """
+  mask_BxN = jnp.asarray(mask_BxN, float)  # JAX's default float (fp32; fp64 under x64)
+  if aggregation == "token":
+    return mask_BxN / num_tokens
+  if aggregation == "sequence":
+    lengths_Bx1 = jnp.maximum(jnp.sum(mask_BxN, axis=1, keepdims=True), 1.0)
+    return mask_BxN / (lengths_Bx1 * num_rows)
+  if aggregation == "constant":
+    return mask_BxN / (num_rows * budget)
+  raise ValueError(f"unknown loss aggregation {aggregation!r}; use token, sequence or constant")
+
+
 # ---------------------------------------------------------------------------- KL controllers
 
 

@@ -28,15 +28,15 @@ PAD, EOS, VOCAB = 0, 1, 300
 # ---------------------------------------------------------------------------- pieces
 
 
-def tiny_pieces(**ppo_overrides):
+def tiny_pieces(lr=1e-3, **ppo_overrides):
   cfg = configs.ppo_block()
-  cfg.update(epochs=1, num_minibatches=1, critic_from="reward", kl_coef=0.1, response_len=8,
-             **ppo_overrides)
+  cfg.update({**dict(epochs=1, num_minibatches=1, critic_from="reward", kl_coef=0.1,
+                     response_len=8), **ppo_overrides})
   model_cfg = gpt.GPTConfig(vocab_size=VOCAB, num_layers=1, num_heads=2, embed_dim=32,
                             max_len=64)
-  models = ppo.Models(gpt.GPT(model_cfg), heads.RewardModel(model_cfg),
-                      heads.RewardModel(model_cfg))
-  tx = optax.adam(1e-3)
+  critic = heads.RewardModel(model_cfg) if cfg.algorithm == "ppo" else None
+  models = ppo.Models(gpt.GPT(model_cfg), heads.RewardModel(model_cfg), critic)
+  tx = optax.adam(lr)
   pieces = ppo.make_pieces(models, cfg, eos_id=EOS, pad_id=PAD, policy_tx=tx, critic_tx=tx,
                            num_micro=1, policy_lr=optax.constant_schedule(1e-3))
 
@@ -82,8 +82,9 @@ def rollout_and_loss(models, pieces, state, prompts, responses, p, n):
                                             prompt_mask, response, mask, temperature=1.0)
     samples = sampling.Samples(response, log_probs, mask, mask.sum(1), eos)
     experience, _, rollout_metrics = pieces.rollout(state, prompt, prompt_mask, samples)
-    totals = {"tokens": jnp.sum(experience.mask_BxN).astype(jnp.float32)}
-    loss, (sums, maxima) = pieces.loss((state.policy.params, state.critic.params),
+    totals = ppo.minibatch_totals(experience, state.kl_coef)
+    critic_params = state.critic.params if models.critic else ()
+    loss, (sums, maxima) = pieces.loss((state.policy.params, critic_params),
                                        {"rollout": experience}, totals)
     return experience, {**rollout_metrics, **sums, **maxima, "loss": loss}
 
@@ -104,6 +105,74 @@ def test_rewards_advantages_and_losses_do_not_depend_on_padding():
                "approx_kl", "ratio_max", "ratio_error"):
     np.testing.assert_allclose(a[1][name], b[1][name], rtol=2e-5, atol=1e-6, err_msg=name)
   assert float(a[1]["ratio_error"]) <= 1e-5  # π_old from the same forward: ratio 1
+
+
+CRITIC_FREE = [dict(algorithm="grpo", group_size=2, loss_agg="sequence", kl_in="loss",
+                    ratio_level="sequence"),
+               dict(algorithm="rloo", group_size=4, loss_agg="constant", cliprange_high=0.3,
+                    overlong_buffer=3)]
+
+
+def grouped_rows(g, seed=0, b=8):
+  """example_rows with each prompt asked g times (adjacent rows), every answer different."""
+  prompts, responses = example_rows(seed, b)
+  return [prompts[i // g * g] for i in range(b)], responses
+
+
+@pytest.mark.parametrize("options", CRITIC_FREE, ids=lambda o: o["algorithm"])
+def test_critic_free_rollout_and_loss_do_not_depend_on_padding(options):
+  models, pieces, state = tiny_pieces(**options, whiten_advantages=False)
+  prompts, responses = grouped_rows(options["group_size"])
+  a = rollout_and_loss(models, pieces, state, prompts, responses, p=6, n=6)
+  b = rollout_and_loss(models, pieces, state, prompts, responses, p=11, n=9)
+  for field in ("advantages_BxN", "log_probs_BxN", "ref_log_probs_BxN"):
+    x, y = np.asarray(getattr(a[0], field)), np.asarray(getattr(b[0], field))
+    np.testing.assert_allclose(x, y[:, :6], atol=2e-5, err_msg=field)
+    assert np.all(y[:, 6:] == 0), field
+  algorithm = options["algorithm"]
+  for name in (f"{algorithm}/score", f"{algorithm}/kl", "loss", "policy_loss", "entropy"):
+    np.testing.assert_allclose(a[1][name], b[1][name], rtol=2e-5, atol=1e-6, err_msg=name)
+  assert float(a[1]["ratio_error"]) <= 1e-5  # π_old from the same forward: ratio 1
+  assert "value_loss" not in a[1] and np.any(np.asarray(a[0].advantages_BxN) != 0)
+
+
+@pytest.mark.parametrize("options", CRITIC_FREE, ids=lambda o: o["algorithm"])
+def test_a_prompts_loss_does_not_depend_on_the_other_prompts_in_the_batch(options):
+  """Per-sequence and constant aggregation: the batch's loss is the mean of its prompts'
+  losses, each computed with only that prompt's group as the minibatch, and a group's
+  advantages are the same whatever groups share its batch."""
+  g = options["group_size"]
+  models, pieces, state = tiny_pieces(**options, whiten_advantages=False)
+  prompts, responses = grouped_rows(g)
+  whole = rollout_and_loss(models, pieces, state, prompts, responses, p=6, n=6)
+  per_group = [rollout_and_loss(models, pieces, state, prompts[i:i + g], responses[i:i + g],
+                                p=6, n=6) for i in range(0, len(prompts), g)]
+  np.testing.assert_allclose(np.concatenate([np.asarray(x[0].advantages_BxN)
+                                             for x in per_group]),
+                             whole[0].advantages_BxN, atol=1e-6)
+  np.testing.assert_allclose(np.mean([float(x[1]["loss"]) for x in per_group]),
+                             whole[1]["loss"], rtol=5e-5)
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_critic_free_raises_a_known_reward(algorithm):
+  """A fresh 1-layer policy, reward = +1 per response token among 30 chosen ids (a tenth of
+  the vocabulary), 4 responses to each of 16 prompts per iteration: the score rises."""
+  chosen = ",".join(str(i) for i in range(100, 130))
+  models, pieces, state = tiny_pieces(
+      lr=3e-3, algorithm=algorithm, group_size=4, reward=f"token_count:{chosen}", kl_coef=0.05,
+      num_minibatches=2, loss_agg="sequence", whiten_advantages=False)
+  state = state.replace(reference_params=state.policy.params)
+  prompts = np.random.default_rng(1).integers(2, VOCAB, size=(16, 6)).astype(np.int32)
+  batch = {"tokens": jnp.asarray(prompts), "mask": jnp.ones_like(prompts)}
+  step = jax.jit(pieces.step)
+  scores = []
+  for i in range(16):
+    state, step_metrics = step(state, batch, jax.random.key(i))
+    scores.append(float(step_metrics[f"{algorithm}/score"]))
+    assert float(step_metrics[f"{algorithm}/first_minibatch_ratio_error"]) <= 1e-5
+  print(scores)
+  assert np.mean(scores[-4:]) > np.mean(scores[:4]) + 1.0, scores
 
 
 def test_rm_score_equals_the_right_padded_rm_row():

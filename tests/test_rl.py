@@ -193,3 +193,79 @@ def test_tf_adam_matches_tensorflow_formula():
                                                        optax.adam(lr, b1, b2, eps).init(params))
   first, _ = tx.update(jnp.asarray(grads[0]), tx.init(params))
   assert abs(float(first[1]) - float(adam_updates[1])) > 1e-3
+
+
+# ---------------------------------------------------------------------------- critic-free
+
+
+def group_advantages_loop(scores, g, kind, std_normalize=True, eps=1e-6):
+  """One response at a time, its group's other scores summed in a loop."""
+  out = []
+  for i, score in enumerate(scores):
+    members = [scores[j] for j in range(i // g * g, i // g * g + g)]
+    others = [scores[j] for j in range(i // g * g, i // g * g + g) if j != i]
+    if kind == "rloo":
+      out.append(score - sum(others) / len(others))
+      continue
+    mean = sum(members) / g
+    std = (sum((x - mean) ** 2 for x in members) / (g - 1)) ** 0.5
+    out.append((score - mean) / (std + eps) if std_normalize else score - mean)
+  return np.asarray(out)
+
+
+@pytest.mark.parametrize("kind,g,std_normalize", [("grpo", 4, True), ("grpo", 3, False),
+                                                  ("rloo", 4, True), ("rloo", 2, True)])
+def test_group_advantages_match_the_plain_loop(kind, g, std_normalize):
+  scores = np.random.default_rng(7).normal(size=5 * g)
+  scores[:g] = 0.5  # a group whose responses all score alike: no signal, no NaN
+  got = rl.group_advantages(jnp.asarray(scores), g, kind, std_normalize)
+  want = group_advantages_loop(list(scores), g, kind, std_normalize)
+  np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+  np.testing.assert_array_equal(np.asarray(got)[:g], 0.0)
+
+
+def test_rloo_baseline_is_the_mean_of_the_other_responses():
+  advantages = rl.group_advantages(jnp.asarray([1.0, 2.0, 6.0, 0.0, 0.0, 3.0]), 3, "rloo")
+  np.testing.assert_allclose(advantages, [1 - 4, 2 - 3.5, 6 - 1.5, -1.5, -1.5, 3.0], rtol=1e-12)
+
+
+def test_overlong_penalty_ramps_over_the_buffer():
+  lengths = jnp.asarray([3, 6, 7, 8, 10])
+  np.testing.assert_allclose(rl.overlong_penalty(lengths, budget=10, buffer=4),
+                             [0.0, 0.0, -0.25, -0.5, -1.0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("aggregation", ["token", "sequence", "constant"])
+def test_loss_weights_aggregate_as_their_plain_definitions(aggregation):
+  rng = np.random.default_rng(8)
+  mask = random_masks(rng, 6, 5)
+  per_token = rng.normal(size=(6, 5))
+  got = float(jnp.sum(rl.loss_weights(jnp.asarray(mask), aggregation, 6, mask.sum(), 7)
+                      * per_token))
+  rows = [[per_token[b, t] for t in range(5) if mask[b, t]] for b in range(6)]
+  want = {"token": sum(map(sum, rows)) / sum(map(len, rows)),
+          "sequence": sum(sum(r) / len(r) for r in rows) / len(rows),
+          "constant": sum(map(sum, rows)) / (len(rows) * 7)}[aggregation]
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_policy_loss_clip_higher_and_sequence_ratio_against_plain_loops():
+  rng = np.random.default_rng(9)
+  mask = random_masks(rng, 6, 5)
+  old = rng.normal(-2.0, 0.5, size=(6, 5))
+  new = old + rng.normal(0.0, 0.3, size=(6, 5))
+  adv = np.repeat(rng.normal(size=(6, 1)), 5, axis=1)
+  args = tuple(map(jnp.asarray, (new, old, adv, mask)))
+  total, _, _ = losses.ppo_policy_loss(*args, clip=0.1, clip_high=0.3)
+  ratio = np.exp(new - old)
+  per_token = np.maximum(-adv * ratio, -adv * np.clip(ratio, 0.9, 1.3))
+  np.testing.assert_allclose(total, per_token[mask == 1].sum(), rtol=1e-12)
+  total, _, aux = losses.ppo_policy_loss(*args, clip=0.1, sequence_ratio=True)
+  want = 0.0
+  for b in range(6):
+    real = [t for t in range(5) if mask[b, t]]
+    seq_ratio = np.exp(sum(new[b, t] - old[b, t] for t in real) / len(real))
+    want += len(real) * max(-adv[b, 0] * seq_ratio, -adv[b, 0] * np.clip(seq_ratio, 0.9, 1.1))
+  np.testing.assert_allclose(total, want, rtol=1e-12)
+  np.testing.assert_allclose(aux["approx_kl"], (ratio - 1 - np.log(ratio))[mask == 1].sum(),
+                             rtol=1e-10)  # still per token

@@ -15,6 +15,14 @@ Ouyang et al., 2022). One iteration is one `Task.step`, one compiled program:
      minibatch one optimizer step of the policy and of the critic, accumulated over
      `optim.grad_accum_steps` micro-batches; then the KL controller updates β.
 
+Critic-free (ppo.algorithm = grpo | rloo): G = ppo.group_size responses per prompt (each
+prompt's copies on adjacent rows); no critic (the state's `critic` is ()); step 4 takes each
+response's return R = processed score − β·Σ_t KL_t (or just the score with ppo.kl_in=loss,
+which adds β·k3(π, π_ref) to the loss) and its advantage from its group
+(`rl.group_advantages`) on every token. Metrics are then named grpo/… or rloo/…. Switches
+shared by all three: ppo.loss_agg (token, sequence, constant: `rl.loss_weights`),
+ppo.cliprange_high (clip-higher), ppo.ratio_level (sequence: GSPO), ppo.overlong_buffer.
+
 Batch: {"tokens", "mask": int32[B, P] left-padded prompts, "index": int32[B]} and, with
 PPO-ptx, "ptx": int32[B_ptx, T+1] corpus windows. Dropout is off in every model.
 
@@ -26,7 +34,8 @@ minibatch's real tokens: sampler and trainer log-probs agree), ptx_loss. Time sp
 generating vs updating cannot be split inside one program; `train/steps_per_sec` covers
 the whole iteration and `benchmarks/ppo_iteration.py` times the pieces separately.
 
-Dimensions: B prompts (= responses), P prompt length, N response length, T = P + N.
+Dimensions: B responses (prompts × group_size), P prompt length, N response length,
+T = P + N.
 """
 import functools
 import json
@@ -76,7 +85,7 @@ class PPOState:
 class Models(NamedTuple):
   policy: gpt.GPT            # also the reference
   reward: heads.RewardModel
-  critic: heads.RewardModel
+  critic: heads.RewardModel | None  # None: critic-free (grpo, rloo)
 
 
 class Rollout(NamedTuple):
@@ -86,10 +95,11 @@ class Rollout(NamedTuple):
   response_BxN: jax.Array
   mask_BxN: jax.Array
   log_probs_BxN: jax.Array    # log π_old (the sampler's)
-  values_BxN: jax.Array       # V_old
+  ref_log_probs_BxN: jax.Array  # log π_ref
+  values_BxN: jax.Array       # V_old (0 without a critic)
   rewards_BxN: jax.Array      # −β·KL_t, plus the processed score at the last token
   advantages_BxN: jax.Array
-  returns_BxN: jax.Array
+  returns_BxN: jax.Array      # value targets (0 without a critic)
 
 
 # ---------------------------------------------------------------------------- forward passes
@@ -189,24 +199,38 @@ def _summed_grads(loss_fn, params, batch, num_micro: int):
   return grads, sums, maxima
 
 
-def warn_if_far(metrics: dict, ratio_warn: float) -> None:
+def warn_if_far(metrics: dict, ratio_warn: float, prefix: str = "ppo") -> None:
   """Host-side check of a logged row: a warning when KL < 0 or the ratio runs away.
 
   Run by the loop on each logged row (`Task.check_metrics`), not inside the step: a
   callback in the compiled step would cost a host round trip every iteration.
   """
-  kl, ratio_max = metrics.get("ppo/kl", 0.0), metrics.get("ppo/ratio_max", 1.0)
+  kl, ratio_max = metrics.get(f"{prefix}/kl", 0.0), metrics.get(f"{prefix}/ratio_max", 1.0)
   if kl < 0 or ratio_max > ratio_warn:
-    logging.warning("PPO: mean KL %.4g < 0 or max ratio %.4g > %.4g: the policy moved far "
+    logging.warning("%s: mean KL %.4g < 0 or max ratio %.4g > %.4g: the policy moved far "
                     "from the sampler or the reference; lower the learning rate or raise β",
-                    kl, ratio_max, ratio_warn)
+                    prefix.upper(), kl, ratio_max, ratio_warn)
+
+
+# Loss terms already divided by their minibatch normaliser; the other sums are per token.
+_NORMALISED = ("policy_loss", "kl_loss", "ptx_loss")
+
+
+def minibatch_totals(rollout: Rollout, kl_coef) -> dict:
+  """What a minibatch's loss is normalised by (its micro-batches share it): real tokens,
+  rows, and β."""
+  return {"tokens": jnp.maximum(jnp.sum(rollout.mask_BxN), 1).astype(jnp.float32),
+          "rows": float(rollout.mask_BxN.shape[0]), "kl_coef": kl_coef}
 
 
 def make_pieces(models: Models, cfg, *, eos_id: int, pad_id: int, policy_tx, critic_tx,
                 num_micro: int, policy_lr) -> Pieces:
-  """The PPO iteration for `models` and the `config.ppo` block `cfg`."""
+  """The iteration for `models` and the `config.ppo` block `cfg` (cfg.algorithm: ppo, or the
+  critic-free grpo / rloo, whose metrics are named grpo/… and rloo/…)."""
   count_token = parse_reward(cfg.reward)
   temperature = cfg.temperature
+  prefix, group = cfg.algorithm, cfg.group_size
+  has_critic = cfg.algorithm == "ppo"
 
   def generate(state, prompt_BxP, prompt_mask_BxP, rng):
     return sampling.sample(models.policy, state.policy.params, prompt_BxP, prompt_mask_BxP, rng,
@@ -226,20 +250,22 @@ def make_pieces(models: Models, cfg, *, eos_id: int, pad_id: int, policy_tx, cri
                                        temperature=temperature)
 
   def rollout(state, prompt_BxP, prompt_mask_BxP, samples: sampling.Samples):
+    """B = prompts × group_size rows, each group's rows next to each other."""
     p = prompt_BxP.shape[1]
     response_BxN, mask_BxN = samples.tokens_BxN, samples.mask_BxN
     real_BxN = mask_BxN.astype(jnp.float32)
     tokens_BxT, valid_BxT = sequences(prompt_BxP, prompt_mask_BxP, response_BxN, mask_BxN)
     score_B = score(state, prompt_BxP, prompt_mask_BxP, response_BxN, mask_BxN)
     ref_log_probs_BxN = reference(state, prompt_BxP, prompt_mask_BxP, response_BxN, mask_BxN)
-    values_BxN = response_values(models.critic, state.critic.params, tokens_BxT, valid_BxT,
-                                 p) * real_BxN
     kl_BxN = rl.kl_estimate(samples.log_probs_BxN, ref_log_probs_BxN, cfg.kl_estimator)
     kl_BxN = kl_BxN * real_BxN
     kl_B = jnp.sum(kl_BxN, axis=1)
 
-    # The score that enters the reward: penalty for no EOS, normalisation, clipping.
+    # The score that enters the reward: penalties (no EOS, overlong), normalisation, clipping.
     shaped_B = score_B - cfg.missing_eos_penalty * (~samples.eos_B).astype(jnp.float32)
+    if cfg.overlong_buffer > 0:
+      shaped_B = shaped_B + rl.overlong_penalty(samples.lengths_B, cfg.response_len,
+                                                cfg.overlong_buffer)
     moments = state.score_moments.update(shaped_B)
     if cfg.score_norm == "running":
       shaped_B = (shaped_B - moments.mean) * jax.lax.rsqrt(moments.var + 1e-8)
@@ -248,43 +274,68 @@ def make_pieces(models: Models, cfg, *, eos_id: int, pad_id: int, policy_tx, cri
     if cfg.score_clip > 0:
       shaped_B = jnp.clip(shaped_B, -cfg.score_clip, cfg.score_clip)
 
+    penalty_BxN = state.kl_coef * kl_BxN if cfg.kl_in == "reward" else jnp.zeros_like(kl_BxN)
     last_BxN = jax.nn.one_hot(heads.last_token_index(mask_BxN), mask_BxN.shape[1])
-    rewards_BxN = -state.kl_coef * kl_BxN + last_BxN * shaped_B[:, None]
-    advantages_BxN, returns_BxN = rl.gae(rewards_BxN, values_BxN, mask_BxN, cfg.gamma, cfg.lam)
+    rewards_BxN = -penalty_BxN + last_BxN * shaped_B[:, None]
+    metrics = {}
+    if has_critic:
+      values_BxN = response_values(models.critic, state.critic.params, tokens_BxT, valid_BxT,
+                                   p) * real_BxN
+      advantages_BxN, returns_BxN = rl.gae(rewards_BxN, values_BxN, mask_BxN, cfg.gamma,
+                                           cfg.lam)
+      metrics.update({
+          f"{prefix}/explained_variance": rl.explained_variance(values_BxN, returns_BxN,
+                                                                mask_BxN),
+          f"{prefix}/value_mean": rl.masked_mean(values_BxN, mask_BxN)})
+    else:  # the episode's return (γ = 1) against its group's
+      advantage_B = rl.group_advantages(jnp.sum(rewards_BxN, axis=1), group, cfg.algorithm,
+                                        cfg.group_std)
+      advantages_BxN = advantage_B[:, None] * real_BxN
+      values_BxN = returns_BxN = jnp.zeros_like(real_BxN)
     if cfg.whiten_advantages:
       advantages_BxN = rl.masked_whiten(advantages_BxN, mask_BxN)
-    metrics = {
-        "ppo/score": jnp.mean(score_B), "ppo/kl": jnp.mean(kl_B), "ppo/kl_coef": state.kl_coef,
-        "ppo/reward": jnp.mean(score_B - state.kl_coef * kl_B),
-        "ppo/shaped_score": jnp.mean(shaped_B),
-        "ppo/explained_variance": rl.explained_variance(values_BxN, returns_BxN, mask_BxN),
-        "ppo/value_mean": rl.masked_mean(values_BxN, mask_BxN),
-        "ppo/response_length": jnp.mean(samples.lengths_B.astype(jnp.float32)),
-        "ppo/eos_rate": jnp.mean(samples.eos_B.astype(jnp.float32)),
-        "train/tokens": jnp.sum(real_BxN)}
+    metrics.update({
+        f"{prefix}/score": jnp.mean(score_B), f"{prefix}/kl": jnp.mean(kl_B),
+        f"{prefix}/kl_coef": state.kl_coef,
+        f"{prefix}/reward": jnp.mean(score_B - state.kl_coef * kl_B),
+        f"{prefix}/shaped_score": jnp.mean(shaped_B),
+        f"{prefix}/response_length": jnp.mean(samples.lengths_B.astype(jnp.float32)),
+        f"{prefix}/eos_rate": jnp.mean(samples.eos_B.astype(jnp.float32)),
+        "train/tokens": jnp.sum(real_BxN)})
     experience = Rollout(prompt_BxP, prompt_mask_BxP, response_BxN, mask_BxN,
-                         samples.log_probs_BxN, values_BxN, rewards_BxN, advantages_BxN,
-                         returns_BxN)
+                         samples.log_probs_BxN, ref_log_probs_BxN, values_BxN, rewards_BxN,
+                         advantages_BxN, returns_BxN)
     return experience, moments, metrics
 
   def minibatch_loss(params, micro, totals):
-    """Policy + critic loss of one micro-batch, divided by the minibatch's totals."""
+    """Policy (+ critic) loss of one micro-batch, normalised by its minibatch's totals."""
     policy_params, critic_params = params
     x = micro["rollout"]
     p = x.prompt_BxP.shape[1]
     tokens_BxT, valid_BxT = sequences(x.prompt_BxP, x.prompt_mask_BxP, x.response_BxN, x.mask_BxN)
     log_probs_BxN, entropy_BxN = policy_outputs(models.policy, policy_params, tokens_BxT,
                                                 valid_BxT, p, temperature)
-    pg_sum, _, pg_aux = losses.ppo_policy_loss(log_probs_BxN, x.log_probs_BxN, x.advantages_BxN,
-                                               x.mask_BxN, cfg.cliprange)
+    weights_BxN = rl.loss_weights(x.mask_BxN, cfg.loss_agg, totals["rows"], totals["tokens"],
+                                  cfg.response_len)
+    pg_loss, _, pg_aux = losses.ppo_policy_loss(
+        log_probs_BxN, x.log_probs_BxN, x.advantages_BxN, x.mask_BxN, cfg.cliprange,
+        clip_high=cfg.cliprange_high or None, sequence_ratio=cfg.ratio_level == "sequence",
+        weights_BxN=weights_BxN)
     entropy_sum = rl.masked_sum(entropy_BxN, x.mask_BxN)
-    values_BxN = response_values(models.critic, critic_params, tokens_BxT, valid_BxT, p)
-    vf_sum, _, vf_aux = losses.ppo_value_loss(values_BxN, x.values_BxN, x.returns_BxN,
-                                              x.mask_BxN, cfg.cliprange_value)
-    loss = (pg_sum - cfg.entropy_coef * entropy_sum + cfg.vf_coef * vf_sum) / totals["tokens"]
-    sums = {"policy_loss": pg_sum, "value_loss": vf_sum, "entropy": entropy_sum,
+    loss = pg_loss - cfg.entropy_coef * entropy_sum / totals["tokens"]
+    sums = {"policy_loss": pg_loss, "entropy": entropy_sum,
             "clipfrac": pg_aux["clipfrac"], "approx_kl": pg_aux["approx_kl"],
-            "ratio": pg_aux["ratio"], "value_clipfrac": vf_aux["clipfrac"]}
+            "ratio": pg_aux["ratio"]}
+    if has_critic:
+      values_BxN = response_values(models.critic, critic_params, tokens_BxT, valid_BxT, p)
+      vf_sum, _, vf_aux = losses.ppo_value_loss(values_BxN, x.values_BxN, x.returns_BxN,
+                                                x.mask_BxN, cfg.cliprange_value)
+      loss = loss + cfg.vf_coef * vf_sum / totals["tokens"]
+      sums.update(value_loss=vf_sum, value_clipfrac=vf_aux["clipfrac"])
+    if cfg.kl_in == "loss":  # k3(π, π_ref) per token, aggregated as the policy loss
+      kl_loss = jnp.sum(weights_BxN * rl.kl_estimate(log_probs_BxN, x.ref_log_probs_BxN, "k3"))
+      loss = loss + totals["kl_coef"] * kl_loss
+      sums["kl_loss"] = kl_loss
     ratio_error = jnp.max(jnp.where(x.mask_BxN.astype(bool),
                                     jnp.abs(jnp.exp(log_probs_BxN - x.log_probs_BxN) - 1), 0.0))
     maxima = {"ratio_max": pg_aux["ratio_max"], "ratio_error": ratio_error}
@@ -303,23 +354,22 @@ def make_pieces(models: Models, cfg, *, eos_id: int, pad_id: int, policy_tx, cri
       policy, critic, ema = carry
       rows_b, chunk = inputs
       mini = {"rollout": jax.tree.map(lambda a: a[rows_b], experience)}
-      totals = {"tokens": jnp.maximum(jnp.sum(mini["rollout"].mask_BxN), 1).astype(jnp.float32)}
+      totals = minibatch_totals(mini["rollout"], state.kl_coef)
       if ptx_chunks is not None:
         mini["ptx"] = ptx_chunks[chunk]
         totals["ptx_tokens"] = float(ptx_chunks.shape[1] * (ptx_chunks.shape[2] - 1))
+      critic_params = critic.params if has_critic else ()
       grads, sums, maxima = _summed_grads(
           lambda params, micro: minibatch_loss(params, micro, totals),
-          (policy.params, critic.params), mini, num_micro)
+          (policy.params, critic_params), mini, num_micro)
       policy_grads, critic_grads = grads
       new_policy = policy.apply_gradients(policy_grads, policy_tx)
-      new_critic = critic.apply_gradients(critic_grads, critic_tx)
+      new_critic = critic.apply_gradients(critic_grads, critic_tx) if has_critic else critic
       if cfg.ema_decay > 0:
         ema = jax.tree.map(lambda e, w: cfg.ema_decay * e + (1 - cfg.ema_decay) * w, ema,
                            new_policy.params)
-      stats = {name: value / totals["tokens"] for name, value in sums.items()
-               if name != "ptx_loss"}
-      if "ptx_loss" in sums:
-        stats["ptx_loss"] = sums["ptx_loss"]
+      stats = {name: value if name in _NORMALISED else value / totals["tokens"]
+               for name, value in sums.items()}
       stats.update(maxima, grad_norm=optax.tree.norm(policy_grads))
       return (new_policy, new_critic, ema), stats
 
@@ -330,23 +380,25 @@ def make_pieces(models: Models, cfg, *, eos_id: int, pad_id: int, policy_tx, cri
     carry = (state.policy, state.critic, state.ema_params)
     (policy, critic, ema), stats = jax.lax.scan(epoch, carry, jnp.arange(cfg.epochs))
     # stats: [epochs, minibatches] each.
-    metrics = {f"ppo/{name}": jnp.mean(value) for name, value in stats.items()
+    metrics = {f"{prefix}/{name}": jnp.mean(value) for name, value in stats.items()
                if name not in ("ratio_max", "ratio_error", "grad_norm")}
-    metrics["ppo/ratio_mean"] = metrics.pop("ppo/ratio")
-    metrics["ppo/ratio_max"] = jnp.max(stats["ratio_max"])
-    metrics["ppo/first_minibatch_ratio_error"] = stats["ratio_error"][0, 0]
+    metrics[f"{prefix}/ratio_mean"] = metrics.pop(f"{prefix}/ratio")
+    metrics[f"{prefix}/ratio_max"] = jnp.max(stats["ratio_max"])
+    metrics[f"{prefix}/first_minibatch_ratio_error"] = stats["ratio_error"][0, 0]
     metrics["train/grad_norm"] = jnp.mean(stats["grad_norm"])
     metrics["train/lr"] = policy_lr(state.policy.step)
     return state.replace(policy=policy, critic=critic, ema_params=ema), metrics
 
   def step(state, batch, rng):
     generate_rng, update_rng = jax.random.split(rng)
-    prompt_BxP, prompt_mask_BxP = batch["tokens"], batch["mask"]
+    # group_size responses per prompt: each prompt's copies on adjacent rows.
+    prompt_BxP = jnp.repeat(batch["tokens"], group, axis=0)
+    prompt_mask_BxP = jnp.repeat(batch["mask"], group, axis=0)
     samples = generate(state, prompt_BxP, prompt_mask_BxP, generate_rng)
     experience, moments, metrics = rollout(state, prompt_BxP, prompt_mask_BxP, samples)
     state, update_metrics = update(state, experience, batch.get("ptx"), update_rng)
     metrics.update(update_metrics)
-    kl_coef = rl.update_kl_coef(state.kl_coef, metrics["ppo/kl"], prompt_BxP.shape[0],
+    kl_coef = rl.update_kl_coef(state.kl_coef, metrics[f"{prefix}/kl"], prompt_BxP.shape[0],
                                 target=cfg.target_kl, horizon=cfg.kl_horizon)
     return state.replace(step=state.step + 1, kl_coef=kl_coef, score_moments=moments), metrics
 
@@ -357,22 +409,26 @@ def make_pieces(models: Models, cfg, *, eos_id: int, pad_id: int, policy_tx, cri
 
 
 def init_fn(models: Models, cfg, policy_tx, critic_tx, seq_len: int):
-  """rng → fresh PPOState: random policy (= reference), random RM, critic per ppo.critic_from."""
+  """rng → fresh PPOState: random policy (= reference), random RM, critic per ppo.critic_from
+  (none for the critic-free algorithms: `critic` is then ())."""
   def init(rng):
     policy_rng, reward_rng, critic_rng = jax.random.split(rng, 3)
     dummy_1xT = jnp.zeros((1, seq_len), jnp.int32)
     policy_params = models.policy.init(policy_rng, dummy_1xT)["params"]
     reward_params = models.reward.init(reward_rng, dummy_1xT)["params"]
-    if cfg.critic_from == "reward":
-      critic_params = jax.tree.map(jnp.copy, reward_params)
+    if models.critic is None:
+      critic = ()
+    elif cfg.critic_from == "reward":
+      critic = TrainState.create(jax.tree.map(jnp.copy, reward_params), critic_tx)
     else:
       fresh = models.critic.init(critic_rng, dummy_1xT)["params"]
-      critic_params = {"backbone": jax.tree.map(jnp.copy, policy_params),
-                       "head": jax.tree.map(jnp.zeros_like, fresh["head"])}
+      critic = TrainState.create({"backbone": jax.tree.map(jnp.copy, policy_params),
+                                  "head": jax.tree.map(jnp.zeros_like, fresh["head"])},
+                                 critic_tx)
     return PPOState(
         step=jnp.zeros((), jnp.int32),
         policy=TrainState.create(policy_params, policy_tx),
-        critic=TrainState.create(critic_params, critic_tx),
+        critic=critic,
         reference_params=jax.tree.map(jnp.copy, policy_params),
         reward_params=reward_params,
         reward_bias=jnp.zeros((), jnp.float32), reward_gain=jnp.ones((), jnp.float32),
@@ -410,6 +466,8 @@ def warm_start_fn(config, mesh):
           reward_params=_copy_like(reward_params, state.reward_params),
           reward_bias=jax.device_put(jnp.float32(norm.bias), replicated),
           reward_gain=jax.device_put(jnp.float32(norm.gain), replicated))
+    if cfg.algorithm != "ppo":  # critic-free
+      return state
     if cfg.critic_from == "reward":
       critic_params = _copy_like(state.reward_params, state.critic.params)
     else:
@@ -536,8 +594,9 @@ def make_task(config, workdir: str, mesh) -> Task:
   seq_len = cfg.max_prompt_len + cfg.response_len
   policy_cfg = gpt.config_from(config.model, tok.vocab_size)
   reward_cfg = _reward_model_config(config, tok)
-  models = Models(gpt.GPT(policy_cfg), heads.RewardModel(reward_cfg),
-                  heads.RewardModel(reward_cfg if cfg.critic_from == "reward" else policy_cfg))
+  critic = (None if cfg.algorithm != "ppo" else
+            heads.RewardModel(reward_cfg if cfg.critic_from == "reward" else policy_cfg))
+  models = Models(gpt.GPT(policy_cfg), heads.RewardModel(reward_cfg), critic)
   local_batch = lm.local_batch(config)
   prompts_per_epoch = max(1, len(splits["train"]) // config.batch_size)
   total_steps = base.total_steps(config, prompts_per_epoch)
@@ -582,14 +641,15 @@ def make_task(config, workdir: str, mesh) -> Task:
 
   init = init_fn(models, cfg, policy_tx, critic_tx, seq_len)
   abstract = jax.eval_shape(init, jax.random.key(0))
-  info = {"policy_params": gpt.count_params(abstract.policy.params),
-          "critic_params": gpt.count_params(abstract.critic.params),
+  info = {"algorithm": cfg.algorithm,
+          "policy_params": gpt.count_params(abstract.policy.params),
+          "critic_params": gpt.count_params(abstract.critic.params) if critic else 0,
           "reward_params": gpt.count_params(abstract.reward_params),
           "vocab_size": tok.vocab_size, "train_prompts": len(splits["train"]),
           "eval_prompts": len(records), "gold_eval": gold, "total_steps": total_steps,
           "optimizer_updates": num_updates,
-          "episodes_per_step": config.batch_size,
-          "minibatch_rows": config.batch_size // cfg.num_minibatches}
+          "episodes_per_step": config.batch_size * cfg.group_size,
+          "minibatch_rows": config.batch_size * cfg.group_size // cfg.num_minibatches}
   return Task(
       init=init,
       step=pieces.step,
@@ -599,5 +659,6 @@ def make_task(config, workdir: str, mesh) -> Task:
       warm_start=warm_start_fn(config, mesh),
       info=info,
       total_steps=total_steps,
-      check_metrics=functools.partial(warn_if_far, ratio_warn=cfg.ratio_warn),
+      check_metrics=functools.partial(warn_if_far, ratio_warn=cfg.ratio_warn,
+                                      prefix=cfg.algorithm),
   )
