@@ -14,6 +14,11 @@ Any stage setting can be overridden as --config.<stage>.<key>, e.g.
   --config.ppo.total_steps=100 --config.ppo.ppo.kl_coef=0.1 --config.report.num_prompts=0
 Run only some stages with --config.stages=sft,rm,ppo (a link from a stage not run leaves
 that stage's own setting: pass --config.sft.init_from=runs/world_pretrain).
+The other methods, each from the same SFT model and RM, are stages too: add them with
+  --config.stages=pretrain,sft,rm,ppo,grpo,rloo
+(`grpo_world.py`, `rloo_world.py`, in WORKDIR/grpo and WORKDIR/rloo); the report then
+compares every method with SFT and PPO (gold score, RM score, KL to SFT, wall-clock,
+samples generated) and plots gold score against KL per method.
 
 Stages: pretrain_world cut to 200 steps (its 600-step run measured eval/loss 0.925 at step
 200 and takes 23 minutes; a 200-step schedule decays the learning rate sooner, so expect
@@ -42,7 +47,7 @@ import ml_collections
 from rlhf_jax import configs
 
 STAGE_EXPERIMENTS = {"pretrain": "pretrain_world", "sft": "sft_world", "rm": "rm_world",
-                     "ppo": "ppo_world"}
+                     "ppo": "ppo_world", "grpo": "grpo_world", "rloo": "rloo_world"}
 
 
 def get_config(arg=None):
@@ -51,7 +56,8 @@ def get_config(arg=None):
   c.task = "pipeline"  # not a stage: main runs a config with `stages` through its runner
   c.stages = "pretrain,sft,rm,ppo"
   # <stage>.<key>=<earlier stage>: the runner sets the key to that stage's workdir.
-  c.links = "sft.init_from=pretrain,rm.init_from=sft,ppo.init_from=sft,ppo.ppo.reward_from=rm"
+  c.links = ",".join(["sft.init_from=pretrain", "rm.init_from=sft"] + [
+      f"{method}.init_from=sft,{method}.ppo.reward_from=rm" for method in ("ppo", "grpo", "rloo")])
   here = os.path.dirname(os.path.abspath(__file__))
   for stage, name in STAGE_EXPERIMENTS.items():
     c[stage] = configs.experiment_module(os.path.join(here, f"{name}.py")).get_config(arg)

@@ -8,6 +8,7 @@ inline plots.
 - `intervals`: a bar per policy with its 95% interval as an error bar.
 - `reward_vs_kl`: RM and gold scores of PPO checkpoints against their measured KL to the
   reference, next to PPO's own logged ppo/score and ppo/kl.
+- `gold_vs_kl`: each method's gold score against its KL to SFT, both with 95% intervals.
 """
 import os
 
@@ -71,4 +72,20 @@ def reward_vs_kl(points: list[dict], logged: dict[str, tuple[list, list]], path:
     fig.colorbar(dots, ax=right, label="step")
     right.set(xlabel="ppo/kl (logged)", ylabel="ppo/score (logged)",
               title="PPO training batches: score vs KL")
+  save(fig, path)
+
+
+def gold_vs_kl(methods: dict[str, dict], path: str) -> None:
+  """methods: name → {"gold": {mean, lo, hi}, "kl": {mean, lo, hi}}; one point per method,
+  error bars on both axes."""
+  fig = figure(figsize=(5, 3.6))
+  ax = fig.subplots()
+  for name, row in methods.items():
+    gold, kl = row["gold"], row["kl"]
+    ax.errorbar(kl["mean"], gold["mean"], xerr=[[kl["mean"] - kl["lo"]], [kl["hi"] - kl["mean"]]],
+                yerr=[[gold["mean"] - gold["lo"]], [gold["hi"] - gold["mean"]]], fmt="o",
+                capsize=3, label=name)
+  ax.set(xlabel="KL(policy ‖ SFT), nats per response", ylabel="gold score",
+         title="methods: gold score vs KL (95% CI)")
+  ax.legend(fontsize=8)
   save(fig, path)

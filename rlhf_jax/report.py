@@ -1,14 +1,15 @@
 """The evaluation report of a pipeline workdir (DESIGN §3.3, §3.10).
 
 A pipeline workdir holds one stage workdir per stage: DIR/pretrain, DIR/sft, DIR/rm and
-DIR/ppo. On the world's held-out test prompts (the test split of the SFT data) the report
-compares, by the gold judge (`evaluation`), the policies
+DIR/ppo, and optionally the other methods trained from the same SFT model and RM: DIR/dpo,
+DIR/grpo, DIR/rloo. On the world's held-out test prompts (the test split of the SFT data)
+the report compares, by the gold judge (`evaluation`), the policies
 
   base        the pretrained model prompted few-shot (Q:/A: with same-family demonstrations)
   sft         the SFT model, greedy
   best_of_N   N samples of the SFT model at temperature 1, the one the RM scores highest
               (a smaller N takes the first N of the largest N's candidates)
-  ppo         the PPO policy (newest checkpoint), greedy
+  ppo, dpo, grpo, rloo   each method's policy (newest checkpoint), greedy
 
 with 95% bootstrap intervals over prompts: gold score overall, per category and family;
 paired differences and win rates (a tie counts ½) by the gold judge and by the RM. It
@@ -18,6 +19,8 @@ set_gold_agreement` over base/sft/ppo responses to a prompt, and over a best-of-
 candidate set). Reward vs KL: each kept PPO checkpoint (and SFT itself, KL 0) with the
 mean RM and gold score of its greedy responses and its KL to SFT, the mean over prompts
 of log π(y|x) − log π_sft(y|x) for one y ~ π at temperature 1 (`evaluation.sampled_kl`).
+With a method besides PPO, `methods` compares them all with SFT: gold score, RM score, KL
+to SFT, the stage's wall-clock and the responses it sampled to train.
 
 A stage without a finished checkpoint is left out with a note, with whatever needs it;
 sft/ is required. Writes DIR/report.json (every number), DIR/report.md,
@@ -37,9 +40,12 @@ from rlhf_jax import (checkpoint, evaluation, metrics, plots, policy as policy_l
 from rlhf_jax.errors import UserError
 from rlhf_jax.tasks import reward_metrics
 
-STAGES = ("pretrain", "sft", "rm", "ppo")
+METHODS = ("ppo", "dpo", "grpo", "rloo")  # policies trained from the SFT model (and the RM)
+STAGES = ("pretrain", "sft", "rm", *METHODS)
 _CURVES = {"pretrain": ("train/loss", "eval/loss"), "sft": ("train/loss", "eval/loss"),
-           "rm": ("train/loss", "rm/loss"), "ppo": ("ppo/score", "ppo/kl", "ppo/reward")}
+           "rm": ("train/loss", "rm/loss"), "ppo": ("ppo/score", "ppo/kl", "ppo/reward"),
+           "dpo": ("train/loss", "dpo/reward_margin"), "grpo": ("grpo/score", "grpo/kl"),
+           "rloo": ("rloo/score", "rloo/kl")}
 
 
 def is_pipeline(workdir: str) -> bool:
@@ -73,6 +79,8 @@ def _stages(workdir: str, notes: list[str]) -> dict[str, str]:
     except UserError:
       if stage == "sft":
         raise
+      if stage in METHODS[1:] and not os.path.isdir(path):
+        continue  # optional: the pipeline did not run it
       notes.append(f"no finished {stage}/ stage: what needs it is left out")
       logging.warning("report: %s", notes[-1])
   return found
@@ -182,6 +190,40 @@ def _reward_vs_kl(run: _Run, ppo, ppo_dir: str, gold: dict, rm: dict) -> list[di
   return out
 
 
+def _stage_cost(stage_dir: str) -> tuple[float, int]:
+  """(wall-clock seconds from the stage's first to its last logged row, interruptions
+  included; responses it sampled to train = iterations × episodes per iteration, 0 for an
+  offline method)."""
+  times = [row["time"] for row in metrics.read_metrics(stage_dir)]
+  with open(os.path.join(stage_dir, "info.json"), encoding="utf-8") as f:
+    info = json.load(f)
+  steps = checkpoint.saved_step(stage_dir, "workdir")
+  return (max(times) - min(times) if times else 0.0,
+          int(steps * info.get("episodes_per_step", 0)))
+
+
+def _methods(run: _Run, trained: dict, stages: dict, gold: dict, rm: dict,
+             points: list[dict]) -> dict:
+  """{sft and each method: {gold: {mean, lo, hi}, rm, kl: {mean, lo, hi}, wall_clock_s,
+  samples}}; SFT's KL to itself is 0, PPO's is its newest reward-vs-KL point's."""
+  def gold_of(name):
+    return _named(evaluation.interval(gold[name]["total"]), "mean")
+
+  def rm_of(name):
+    return None if rm[name] is None else float(np.mean(rm[name]))
+
+  table = {"sft": {"gold": gold_of("sft"), "rm": rm_of("sft"),
+                   "kl": {"mean": 0.0, "lo": 0.0, "hi": 0.0}}}
+  for name, pol in trained.items():
+    newest = [p for p in points if p["policy"] == name and p["step"] == pol.step]
+    kl = ((newest[0]["kl"], newest[0]["kl_lo"], newest[0]["kl_hi"]) if newest else
+          evaluation.interval(run.kl(pol, pol.params)))
+    wall_clock, samples = _stage_cost(stages[name])
+    table[name] = {"gold": gold_of(name), "rm": rm_of(name), "kl": _named(kl, "mean"),
+                   "wall_clock_s": wall_clock, "samples": samples}
+  return table
+
+
 def _samples(run: _Run, texts, gold, rm, best_of) -> list[dict]:
   rows = []
   for i, record in enumerate(run.records):
@@ -215,6 +257,8 @@ def _plots(workdir: str, stages: dict, report: dict) -> None:
   if report.get("reward_vs_kl"):
     logged = panels.get("ppo", {})
     plots.reward_vs_kl(report["reward_vs_kl"], logged, os.path.join(workdir, "reward_vs_kl.png"))
+  if report.get("methods"):
+    plots.gold_vs_kl(report["methods"], os.path.join(workdir, "gold_vs_kl_by_method.png"))
 
 
 def _write_text(path: str, text: str) -> None:
@@ -225,7 +269,7 @@ def _write_text(path: str, text: str) -> None:
 
 def _generate(run: _Run, stages: dict, counts: list[int], notes: list[str]):
   """(texts: policy name → one response per prompt, best-of-N candidates (see `_best_of`)
-  plus the chosen indices or None, the PPO policy or None)."""
+  plus the chosen indices or None, {method: its loaded policy} for the METHODS present)."""
   texts = {}
   if "pretrain" in stages:
     texts["base"] = run.texts(policy_lib.load(stages["pretrain"], run.mesh), style="few_shot")
@@ -237,19 +281,21 @@ def _generate(run: _Run, stages: dict, counts: list[int], notes: list[str]):
     for name, index in chosen.items():
       texts[name] = [c[j] for c, j in zip(candidates, index)]
     best_of = (candidates, rm_NxK, gold_NxK, chosen)
-  ppo = policy_lib.load(stages["ppo"], run.mesh) if "ppo" in stages else None
-  if ppo is not None:
-    texts["ppo"] = run.texts(ppo)
-    if ppo.config.ppo.ema_decay > 0:
-      notes.append("ppo/ evaluated its EMA policy during training; this report evaluates "
-                   "the trained policy parameters")
-  return texts, best_of, ppo
+  trained = {name: policy_lib.load(stages[name], run.mesh) for name in METHODS
+             if name in stages}
+  for name, pol in trained.items():
+    texts[name] = run.texts(pol)
+    if "ppo" in pol.config and pol.config.ppo.ema_decay > 0:
+      notes.append(f"{name}/ evaluated its EMA policy during training; this report evaluates "
+                   f"the trained policy parameters")
+  return texts, best_of, trained
 
 
 def _comparisons(gold: dict, rm: dict, counts: list[int]) -> tuple[dict, dict]:
-  """(diffs, win_rates) of sft vs base, ppo vs sft (and best_of_N vs sft: diffs only), for
-  the policies present."""
-  pairs = [(a, b) for a, b in [("sft", "base"), ("ppo", "sft")] if a in gold and b in gold]
+  """(diffs, win_rates) of sft vs base, each method vs sft (and best_of_N vs sft: diffs
+  only), for the policies present."""
+  pairs = [(a, b) for a, b in [("sft", "base"), *((m, "sft") for m in METHODS)]
+           if a in gold and b in gold]
   best = [(f"best_of_{k}", "sft") for k in counts]
   diffs = {f"{a}_vs_{b}": _named(evaluation.paired_difference(
       gold[a]["total"], gold[b]["total"]), "mean") for a, b in pairs + best}
@@ -271,7 +317,8 @@ def write_report(pipeline_workdir: str, report_config) -> dict:
   """Evaluates a pipeline workdir's policies and writes the report; returns report.json's
   dict: policies.<name>.{gold: {mean, lo, hi, n, by_category, by_family}, rm: {mean, lo,
   hi}}, diffs.<a>_vs_<b>.{mean, lo, hi}, win_rates.<a>_vs_<b>.{gold, rm}.{rate, lo, hi},
-  rm.{accuracy, label_ceiling, gold_agreement, ...}, reward_vs_kl [...], examples [...]."""
+  rm.{accuracy, label_ceiling, gold_agreement, ...}, reward_vs_kl [...], methods.<name>
+  (with a method besides PPO: see `_methods`), examples [...]."""
   workdir = os.path.abspath(pipeline_workdir)
   cfg = report_config
   notes = []
@@ -280,10 +327,13 @@ def write_report(pipeline_workdir: str, report_config) -> dict:
   mesh = report_mesh()
   with jax.set_mesh(mesh):
     run = _Run(stages, cfg, mesh)
-    texts, best_of, ppo = _generate(run, stages, counts, notes)
+    texts, best_of, trained = _generate(run, stages, counts, notes)
     gold = {name: evaluation.score(run.metas, t) for name, t in texts.items()}
     rm = {name: run.rm_scores(t) for name, t in texts.items()}
-    points = _reward_vs_kl(run, ppo, stages["ppo"], gold, rm) if ppo is not None else []
+    points = (_reward_vs_kl(run, trained["ppo"], stages["ppo"], gold, rm)
+              if "ppo" in trained else [])
+    methods = (_methods(run, trained, stages, gold, rm, points)
+               if set(trained) - {"ppo"} else {})
 
   report = {"config": cfg.to_dict(), "notes": notes, "prompts": len(run.records),
             "data": run.sft.config.data.path,
@@ -306,6 +356,8 @@ def write_report(pipeline_workdir: str, report_config) -> dict:
     if best_of:
       report["rm"].update(_agreement("best_of_gold_agreement", best_of[1], best_of[2]))
   report["reward_vs_kl"] = points
+  if methods:
+    report["methods"] = methods
   samples = _samples(run, texts, gold, rm, best_of)
   report["examples"] = [{k: row[k] for k in ("id", "family", "prompt", "responses")}
                         for row in samples[:cfg.num_examples]]

@@ -5,6 +5,7 @@ import os
 from rlhf_jax import evaluation
 
 PLOTS = {"gold_by_policy.png": "gold score by policy", "reward_vs_kl.png": "reward vs KL",
+         "gold_vs_kl_by_method.png": "gold score vs KL by method",
          "rm/rm_reliability.png": "reward-model reliability",
          "loss_curves.png": "training curves per stage"}
 
@@ -94,6 +95,21 @@ def _reward_vs_kl(report: dict, workdir: str) -> list[str]:
       ""] + _image("reward_vs_kl.png", workdir)
 
 
+def _methods(report: dict, workdir: str) -> list[str]:
+  methods = report.get("methods")
+  if not methods:
+    return []
+  lines = ["## Methods compared", "", "Each method trained from the same SFT model (and RM); "
+           "KL to SFT as in the reward-vs-KL table; wall-clock from the stage's first to its "
+           "last logged row; samples = responses generated to train.", ""]
+  rows = [[name, _ci(m["gold"]), "–" if m["rm"] is None else f"{m['rm']:.3f}", _ci(m["kl"]),
+           f"{m['wall_clock_s'] / 60:.1f} min" if "wall_clock_s" in m else "–",
+           m.get("samples", "–")] for name, m in methods.items()]
+  return lines + _table(["policy", "gold [95% CI]", "RM score", "KL to SFT [95% CI]",
+                         "wall-clock", "samples"], rows) + [""] + _image(
+                             "gold_vs_kl_by_method.png", workdir)
+
+
 def _examples(report: dict) -> list[str]:
   lines = ["## Examples", ""]
   for i, example in enumerate(report["examples"], 1):
@@ -114,12 +130,12 @@ def render(report: dict, workdir: str) -> str:
            f"`{report['data']}`; responses of at most {report['config']['max_new_tokens']} "
            f"tokens; 95% bootstrap intervals over prompts.", ""]
   diffs = report["diffs"]
-  for name in ("sft_vs_base", "ppo_vs_sft"):
+  for name in ("sft_vs_base", "ppo_vs_sft", "dpo_vs_sft", "grpo_vs_sft", "rloo_vs_sft"):
     if name in diffs:
       lines.append(f"- **{name.replace('_vs_', ' − ')}** (gold): {_ci(diffs[name], signed=True)}")
   lines.append("")
   lines += _policies(report, workdir) + _comparisons(report) + _reward_model(report, workdir)
-  lines += _reward_vs_kl(report, workdir)
+  lines += _reward_vs_kl(report, workdir) + _methods(report, workdir)
   lines += ["## Training curves", ""] + _image("loss_curves.png", workdir) + _examples(report)
   if report["notes"]:
     lines += ["## Notes", ""] + [f"- {note}" for note in report["notes"]] + [""]

@@ -9,24 +9,33 @@ import jax
 import numpy as np
 import pytest
 
-from rlhf_jax import (checkpoint, configs, evaluate, evaluation, policy, report, sampling,
-                      score, sharding)
+from rlhf_jax import (checkpoint, configs, evaluate, evaluation, metrics, policy, report,
+                      sampling, score, sharding, train)
 from rlhf_jax.tasks import reward_metrics
 
 from conftest import SMOKE_PIPELINE_GROUP
 
 pytestmark = SMOKE_PIPELINE_GROUP
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-POLICIES = ("base", "sft", "best_of_4", "best_of_16", "ppo")
+POLICIES = ("base", "sft", "best_of_4", "best_of_16", "ppo", "grpo")
+GRPO_STEPS = 2
 
 
 @pytest.fixture(scope="module")
 def pipeline_dir(smoke_pipeline, tmp_path_factory):
   """The smoke pipeline's stage workdirs, linked into a directory of this module's own (the
-  reports below are written there): PPO kept checkpoints 2 and 4."""
+  reports below are written there): PPO kept checkpoints 2 and 4. Beside them, GRPO trained
+  here for GRPO_STEPS iterations from the same SFT model and RM, through the shared loop
+  (a critic-free state saved and loaded)."""
   root = str(tmp_path_factory.mktemp("pipeline"))
   for name in ("pretrain", "sft", "rm", "ppo"):
     os.symlink(os.path.join(smoke_pipeline[0], name), os.path.join(root, name))
+  grpo = configs.experiment_module(os.path.join(REPO, "experiments", "grpo_world.py"))
+  config = configs.override(grpo.get_config("smoke"), **{
+      "init_from": os.path.join(root, "sft"), "ppo.reward_from": os.path.join(root, "rm"),
+      "total_steps": GRPO_STEPS, "eval_every": 0, "ckpt_every": GRPO_STEPS})
+  train.run(config, os.path.join(root, "grpo"))
   return root
 
 
@@ -59,16 +68,17 @@ def test_report_json_has_the_stable_keys(pipeline_dir, written):
     assert gold["n"] == 8
     assert set(gold["by_category"]) == set(evaluation.CATEGORIES)
     assert gold["by_family"] and all(0 <= v <= 1 for v in gold["by_family"].values())
-  for name in ("sft_vs_base", "ppo_vs_sft"):
+  for name in ("sft_vs_base", "ppo_vs_sft", "grpo_vs_sft"):
     _assert_interval(saved["diffs"][name])
   for judge in ("gold", "rm"):
     _assert_interval(saved["win_rates"]["ppo_vs_sft"][judge], "rate")
+    _assert_interval(saved["win_rates"]["grpo_vs_sft"][judge], "rate")
   for key in ("accuracy", "label_ceiling", "gold_agreement"):
     assert 0 <= saved["rm"][f"{key}_lo"] <= saved["rm"][key] <= saved["rm"][f"{key}_hi"] <= 1
   assert len(saved["examples"]) == 2 and set(saved["examples"][0]["responses"]) == set(POLICIES)
   markdown = open(os.path.join(pipeline_dir, "report.md"), encoding="utf-8").read()
   for image in ("loss_curves.png", "gold_by_policy.png", "reward_vs_kl.png",
-                "rm/rm_reliability.png"):
+                "rm/rm_reliability.png", "gold_vs_kl_by_method.png"):
     assert f"]({image})" in markdown and os.path.getsize(os.path.join(pipeline_dir, image))
 
 
@@ -99,6 +109,28 @@ def test_reward_vs_kl_starts_at_the_reference_with_zero_kl(pipeline_dir, written
   assert points[-1]["rm"] == pytest.approx(written["policies"]["ppo"]["rm"]["mean"])
   assert points[0]["gold"] == pytest.approx(written["policies"]["sft"]["gold"]["mean"])
   assert all(math.isfinite(p["kl"]) and math.isfinite(p["rm"]) for p in points)
+
+
+def test_methods_table_compares_each_method_with_sft(pipeline_dir, written):
+  methods = written["methods"]
+  assert list(methods) == ["sft", "ppo", "grpo"]
+  for name, row in methods.items():
+    assert row["gold"]["mean"] == pytest.approx(written["policies"][name]["gold"]["mean"])
+    assert row["rm"] == pytest.approx(written["policies"][name]["rm"]["mean"])
+    _assert_interval(row["kl"])
+  assert methods["sft"]["kl"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0}
+  ppo_point = written["reward_vs_kl"][-1]
+  assert methods["ppo"]["kl"]["mean"] == ppo_point["kl"]  # the newest checkpoint's, reused
+  info = json.load(open(os.path.join(pipeline_dir, "grpo", "info.json"), encoding="utf-8"))
+  assert info["algorithm"] == "grpo" and info["critic_params"] == 0
+  assert methods["grpo"]["samples"] == GRPO_STEPS * info["episodes_per_step"] > 0
+  assert methods["ppo"]["samples"] == 4 * 16
+  assert all(methods[m]["wall_clock_s"] > 0 for m in ("ppo", "grpo"))
+  rows = [r for r in metrics.read_metrics(os.path.join(pipeline_dir, "grpo")) if "grpo/kl" in r]
+  assert [r["step"] for r in rows] == [1, 2]
+  assert all(r["grpo/first_minibatch_ratio_error"] <= 1e-5 for r in rows)
+  markdown = open(os.path.join(pipeline_dir, "report.md"), encoding="utf-8").read()
+  assert "## Methods compared" in markdown and "| grpo |" in markdown
 
 
 def test_sequence_log_probs_sum_the_samplers_log_probs(pipeline_dir):
