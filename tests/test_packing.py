@@ -50,21 +50,22 @@ def _rankings(n):
   return store.InMemorySource(records)
 
 
-def _segments(tokens_L, segment_ids_L):
-  """(start, end) of each segment of a packed row, in order; asserts they are contiguous."""
-  ids = [int(s) for s in segment_ids_L if s]
-  assert ids == sorted(ids) and set(ids) == set(range(1, max(ids, default=0) + 1))
-  assert not segment_ids_L[len(ids):].any()  # padding only after the last segment
-  return [(int(np.flatnonzero(segment_ids_L == s)[0]), int(np.flatnonzero(segment_ids_L == s)[-1]) + 1)
-          for s in range(1, max(ids, default=0) + 1)]
+def _segments(segment_ids_L):
+  """[start, end) of each segment of a packed row; asserts the ids run 1, 2, ..., then 0s."""
+  length = int(np.count_nonzero(segment_ids_L))
+  ids_N = segment_ids_L[:length]
+  assert not segment_ids_L[length:].any() and (np.diff(ids_N) >= 0).all()
+  assert set(ids_N.tolist()) == set(range(1, ids_N.max(initial=0) + 1))
+  return [(int(np.argmax(ids_N == s)), int(length - np.argmax(ids_N[::-1] == s)))
+          for s in range(1, ids_N.max(initial=0) + 1)]
 
 
 def test_packed_sft_rows_hold_every_example_once_whole_and_resume(tok):
   source = _conversations(23)
   to_example, _ = pipeline.sft_examples(tok, 32)
-  expected = sorted(
-      (tuple(e["tokens"][e["tokens"] != tok.pad_id]), tuple(e["loss_mask"][e["tokens"] != tok.pad_id]))
-      for e in (to_example(i, source[i]) for i in range(len(source))))
+  examples = [to_example(i, source[i]) for i in range(len(source))]
+  expected = sorted((tuple(e["tokens"][e["tokens"] != tok.pad_id]),
+                     tuple(e["loss_mask"][e["tokens"] != tok.pad_id])) for e in examples)
   assert max(len(t) for t, _ in expected) == 32  # some examples are cut to a full row
 
   def make(state=None, **kwargs):
@@ -77,7 +78,7 @@ def test_packed_sft_rows_hold_every_example_once_whole_and_resume(tok):
     assert {k: v.shape for k, v in batch.items()} == {k: (4, 32) for k in batch}
     for tokens_L, mask_L, segment_ids_L in zip(batch["tokens"], batch["loss_mask"],
                                                batch["segment_ids"]):
-      spans = _segments(tokens_L, segment_ids_L)
+      spans = _segments(segment_ids_L)
       found += [(tuple(tokens_L[a:b]), tuple(mask_L[a:b])) for a, b in spans]
       end = spans[-1][1] if spans else 0
       assert (tokens_L[end:] == tok.pad_id).all() and not mask_L[end:].any()
@@ -148,21 +149,18 @@ def reward_model(tok):
 
 
 def test_packed_sft_loss_sum_and_count_equal_unpacked(tok, reward_model):
-  """Over one pass of the same 12 examples: equal sums and counts, with the loss mask and
-  with every real token a target (which needs targets cut at segment boundaries)."""
+  """Over one pass of the same 12 examples: equal sums and counts. Every real target weighs
+  1 and assistant targets (the loss mask) 2, so the count checks the mask and that targets
+  stop at segment boundaries (an example's first token is never an assistant token)."""
   source = _conversations(12)
   model, params = gpt.GPT(reward_model[0].cfg), reward_model[1]["backbone"]
 
   @jax.jit
   def sums(batch):
-    """[[loss sum, count] with the loss mask, [loss sum, count] with every real token]."""
-    real = (batch["tokens"] != tok.pad_id).astype(jnp.int32)
-    rows = []
-    for weights in (batch["loss_mask"], real):
-      loss_sum, (count, _) = lm.next_token_loss_sum(model, params, batch["tokens"], weights,
-                                                    segment_ids_BxT1=batch.get("segment_ids"))
-      rows.append(jnp.stack([loss_sum, count]))
-    return jnp.stack(rows)
+    weights = batch["loss_mask"] + (batch["tokens"] != tok.pad_id)
+    loss_sum, (count, _) = lm.next_token_loss_sum(model, params, batch["tokens"], weights,
+                                                  segment_ids_BxT1=batch.get("segment_ids"))
+    return jnp.stack([loss_sum, count])
 
   def total(batches):
     return sum(np.asarray(sums(batch), np.float64) for batch in batches)
@@ -171,8 +169,8 @@ def test_packed_sft_loss_sum_and_count_equal_unpacked(tok, reward_model):
                                          repeat=False))
   packed = total(packing.sft_iterator(source, tok, max_len=32, batch_size=2, seed=0,
                                       repeat=False))
-  np.testing.assert_array_equal(packed[:, 1], unpacked[:, 1])  # counts
-  np.testing.assert_allclose(packed[:, 0], unpacked[:, 0], rtol=1e-5)  # sums
+  assert packed[1] == unpacked[1]  # counts
+  np.testing.assert_allclose(packed[0], unpacked[0], rtol=1e-5)  # sums
 
 
 def test_packed_rm_scores_equal_unpacked(tok, reward_model):

@@ -49,7 +49,7 @@ def _source_seed(seed: int, index: int) -> int:
 
 
 def record_indices(num_records: int, *, seed: int, shuffle: bool,
-                    repeat: bool) -> grain.MapDataset:
+                   repeat: bool) -> grain.MapDataset:
   """Record indices, the same on every process, shuffled per epoch when asked; infinite
   with `repeat`."""
   indices = grain.MapDataset.range(num_records)
@@ -178,7 +178,7 @@ def pretrain_iterator(sources: Sequence[tuple[str, Any, float]], tokenizer, *, s
   per_source = []
   for i, (_, source, _) in enumerate(sources):
     indices = record_indices(len(source), seed=_source_seed(seed, i), shuffle=shuffle,
-                              repeat=repeat)
+                             repeat=repeat)
     table = (None if token_cache is None
              else token_cache_lib.token_table(source, tokenizer, token_cache))
     tokens_of = (table.__getitem__ if table is not None else
