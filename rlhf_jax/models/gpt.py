@@ -218,10 +218,10 @@ class Attention(nn.Module):
                                          implementation=cfg.attention)
     else:
       # Explicit masks (padding, packed segments) take the portable XLA path. For segments
-      # there is no other: jax.nn.dot_product_attention (JAX 0.10) takes no segment ids
-      # (its query/key_value_seq_lengths are one prefix length per row), and cuDNN's packed
-      # layout (q_offsets with [B, segments] lengths) is only in the private
-      # jax._src.cudnn.fused_attention_stablehlo.
+      # there is no other: jax.nn.dot_product_attention (JAX 0.10.2, and its latest docs)
+      # takes no segment ids (query/key_value_seq_lengths are one prefix length per row),
+      # and cuDNN's packed layout (q_offsets with [B, segments] lengths) is only in the
+      # private jax._src.cudnn.fused_attention_stablehlo.
       out = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK,
                                          mask=mask_BxTxS[:, None], implementation="xla")
     out = nn.with_logical_constraint(out, ("batch", "length", "act_heads", "act_kv"))
