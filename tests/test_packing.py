@@ -141,11 +141,17 @@ def test_packed_preference_batches_hold_every_record_once_and_resume(tok):
 
 @pytest.fixture(scope="module")
 def reward_model(tok):
-  """A tiny RewardModel and its params (params["backbone"] are a GPT's)."""
+  """A tiny RewardModel and random params (params["backbone"] are a GPT's), drawn with NumPy
+  on the init's shapes: no init program to compile."""
   model = heads.RewardModel(gpt.GPTConfig(vocab_size=tok.vocab_size, num_layers=1,
                                           num_heads=2, embed_dim=32, max_len=64))
-  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
-  return model, nn.meta.unbox(variables)["params"]
+  shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0),
+                                        jnp.zeros((1, 8), jnp.int32)))["params"]
+  rng = np.random.default_rng(0)
+  params = jax.tree.map_with_path(
+      lambda path, x: (1.0 if path[-1].key == "scale" else 0.0) + rng.normal(0, 0.1, x.shape),
+      shapes)
+  return model, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
 
 
 def test_packed_sft_loss_sum_and_count_equal_unpacked(tok, reward_model):
