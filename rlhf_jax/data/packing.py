@@ -61,7 +61,8 @@ def sft_iterator(source, tokenizer, *, max_len: int, batch_size: int, seed: int,
   pad = tokenizer.pad_id
 
   def unpad(example: dict) -> dict:
-    length = int(np.count_nonzero(example["tokens"] != pad))  # pads are on the right only
+    # Pads are on the right only, and no text encodes to pad_id (special tokens are escaped).
+    length = int(np.count_nonzero(example["tokens"] != pad))
     return {key: example[key][:length] for key in ("tokens", "loss_mask")}
 
   num_rows = batch_size * shard_count
