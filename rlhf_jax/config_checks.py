@@ -64,6 +64,7 @@ RULES = {
     "rm.num_responses": (lambda v: v >= 2, "an integer >= 2 (a ranking compares two or more)"),
     "rm.margin": _NON_NEGATIVE,
     "rm.reference_max": (lambda v: v >= 0, "an integer >= 0 (0 = all references)"),
+    "rm.pack_rows": (lambda v: v >= 0, "an integer >= 0 (used with data.pack)"),
     # The PPO block (configs.ppo_block).
     "ppo.max_prompt_len": _POSITIVE,
     "ppo.response_len": _POSITIVE,
@@ -140,6 +141,7 @@ def check(config) -> None:
   if "task" in config and "model" in config:
     _check_task(config.task)
     _check_lengths(config)
+    _check_packing(config)
   if "ppo" in config:
     _check_ppo(config)
 
@@ -189,6 +191,21 @@ def _check_lengths(config) -> None:
     raise UserError(f"--config.ppo.ptx_seq_len={cfg.ptx_seq_len} exceeds {where}; lower it")
 
 
+def _check_packing(config) -> None:
+  """data.pack packs SFT and reward-model rows; the reward model also needs rm.pack_rows."""
+  pack, pack_rows = config.data.get("pack", False), _lookup(config, "rm.pack_rows") or 0
+  if pack and config.task not in ("sft", "reward"):
+    raise UserError(f"--config.data.pack=True: only the sft and reward stages pack examples "
+                    f"(this is a {config.task} stage); set --config.data.pack=False")
+  if config.task == "reward" and pack and not pack_rows:
+    raise UserError("--config.data.pack=True for the reward model needs --config.rm.pack_rows, "
+                    "the rows of data.seq_len tokens holding a batch's responses (e.g. "
+                    "batch_size x num_responses / 2); set it")
+  if pack_rows and not pack:
+    raise UserError(f"--config.rm.pack_rows={pack_rows} but data.pack=False; set "
+                    f"--config.data.pack=True to pack rows, or rm.pack_rows=0")
+
+
 def _check_ppo(config) -> None:
   from rlhf_jax.tasks import ppo  # pylint: disable=g-import-not-at-top
   cfg = config.ppo
@@ -231,6 +248,13 @@ def check_devices(config, mesh) -> None:
                     f"optim.grad_accum_steps={micro} x {devices} data-parallel devices (mesh "
                     f"data x fsdp); use a multiple of {micro * devices}")
   sharding.check_batch_size(config.batch_size, mesh, "--config.batch_size")
+  pack_rows = _lookup(config, "rm.pack_rows")
+  if pack_rows:
+    if pack_rows % (micro * devices):
+      raise UserError(f"--config.rm.pack_rows={pack_rows} is not divisible by "
+                      f"optim.grad_accum_steps={micro} x {devices} data-parallel devices; use "
+                      f"a multiple of {micro * devices}")
+    sharding.check_batch_size(pack_rows, mesh, "--config.rm.pack_rows")  # and the processes
   if "ppo" in config and config.ppo.ptx_coef > 0:
     sharding.check_batch_size(config.ppo.ptx_batch_size, mesh, "--config.ppo.ptx_batch_size")
   gold_eval = config.eval_every and config.gold_eval.num_prompts >= 0 and (

@@ -43,7 +43,8 @@ def base_config() -> ml_collections.ConfigDict:
       valid_fraction=0.1,
       seq_len=256,
       cache_dir="",               # built datasets; default $RLHF_JAX_CACHE_DIR or ~/.cache/rlhf_jax
-      skip_malformed=False))
+      skip_malformed=False,
+      pack=False))                # sft, reward: several whole examples per training row
   c.optim = ml_collections.ConfigDict(dict(
       lr=6e-4, schedule="cosine", warmup_steps=100, min_lr_ratio=0.1,
       b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0, grad_accum_steps=1))
@@ -70,6 +71,7 @@ def rm_block() -> ml_collections.ConfigDict:
       normalize_gain=False,       # also scale rewards to std 1 on the reference set
       reference_path="",          # reference responses (SFT format); default: see tasks/reward.py
       reference_max=1024,         # reference responses scored for the normalisation; 0 = all
+      pack_rows=0,                # with data.pack: rows per batch holding the batch's responses
   ))
 
 

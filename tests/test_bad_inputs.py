@@ -136,6 +136,16 @@ CASES = [
     Case("pretrain-tokenizer-vocab-too-small", "main",
          (PRETRAIN, RUN, "--config.tokenizer.vocab_size=100"),
          ("--config.tokenizer.vocab_size=100", "261")),
+    # ---- packed rows (data.pack): SFT and the reward model only; the RM's rows per batch
+    Case("pretrain-pack", "main", (PRETRAIN, RUN, "--config.data.pack=True"),
+         ("--config.data.pack=True", "only the sft and reward stages")),
+    Case("rm-pack-without-rows", "main", (RM, RUN, "--config.data.pack=True"),
+         ("--config.data.pack=True", "needs --config.rm.pack_rows")),
+    Case("rm-pack-rows-without-pack", "main", (RM, RUN, "--config.rm.pack_rows=32"),
+         ("--config.rm.pack_rows=32", "data.pack=False")),
+    Case("rm-pack-rows-vs-devices", "main",
+         (RM, RUN, "--config.data.pack=True", "--config.rm.pack_rows=12"),
+         ("--config.rm.pack_rows=12", "8 data-parallel devices")),
     # ---- reward model block
     Case("rm-negative-margin", "main", (RM, RUN, "--config.rm.margin=-0.5"),
          ("--config.rm.margin=-0.5: must be a number >= 0",)),

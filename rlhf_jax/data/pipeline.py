@@ -48,8 +48,8 @@ def _source_seed(seed: int, index: int) -> int:
   return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def _record_indices(num_records: int, *, seed: int, shuffle: bool,
-                    repeat: bool) -> grain.MapDataset:
+def record_indices(num_records: int, *, seed: int, shuffle: bool,
+                   repeat: bool) -> grain.MapDataset:
   """Record indices, the same on every process, shuffled per epoch when asked; infinite
   with `repeat`."""
   indices = grain.MapDataset.range(num_records)
@@ -58,12 +58,12 @@ def _record_indices(num_records: int, *, seed: int, shuffle: bool,
   return indices.repeat() if repeat else indices
 
 
-def _check_shard(shard_index: int, shard_count: int) -> None:
+def check_shard(shard_index: int, shard_count: int) -> None:
   if not 0 <= shard_index < shard_count:
     raise UserError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
 
 
-def _start(dataset: grain.IterDataset, state: dict | None) -> grain.DatasetIterator:
+def start_iterator(dataset: grain.IterDataset, state: dict | None) -> grain.DatasetIterator:
   iterator = iter(dataset)
   if state is not None:
     iterator.set_state(state)
@@ -174,11 +174,11 @@ def pretrain_iterator(sources: Sequence[tuple[str, Any, float]], tokenizer, *, s
   window = seq_len + 1
   if not sources:
     raise UserError(f"no data sources for the {split} split; set --config.data.path")
-  _check_shard(shard_index, shard_count)
+  check_shard(shard_index, shard_count)
   per_source = []
   for i, (_, source, _) in enumerate(sources):
-    indices = _record_indices(len(source), seed=_source_seed(seed, i), shuffle=shuffle,
-                              repeat=repeat)
+    indices = record_indices(len(source), seed=_source_seed(seed, i), shuffle=shuffle,
+                             repeat=repeat)
     table = (None if token_cache is None
              else token_cache_lib.token_table(source, tokenizer, token_cache))
     tokens_of = (table.__getitem__ if table is not None else
@@ -203,40 +203,48 @@ def pretrain_iterator(sources: Sequence[tuple[str, Any, float]], tokenizer, *, s
   rows = slice(shard_index * batch_size, (shard_index + 1) * batch_size)
   batches = windows.batch(batch_size * shard_count, drop_remainder=True).map(
       lambda tokens_BxT: {"tokens": tokens_BxT[rows]})
-  return _start(batches, state)
+  return start_iterator(batches, state)
 
 
 # ---------------------------------------------------------------------------- examples
+
+
+def example_reader(source, to_example: Callable[[int, dict], dict], *, tokenizer=None,
+                   token_cache: str | None = None, cache_key: dict | None = None):
+  """read(indices_N) -> {field: array [N, ...]} of `to_example(index, source[index])`.
+
+  With `token_cache`, every record's example is encoded once into an example table
+  (`token_cache.example_table`, keyed by the source, the tokenizer and `cache_key`) and
+  reads are slices of it; the examples are the same either way.
+  """
+  table = (None if token_cache is None else
+           token_cache_lib.example_table(source, tokenizer, to_example, cache_key, token_cache))
+
+  def read(indices_N: np.ndarray) -> dict:
+    if table is not None:
+      return {key: np.asarray(values[indices_N]) for key, values in table.items()}
+    examples = [to_example(int(index), source[int(index)]) for index in indices_N]
+    return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+  return read, _READ_OPTIONS if table is None else _TABLE_READ_OPTIONS
 
 
 def _example_iterator(source, to_example: Callable[[int, dict], dict], *, batch_size: int,
                       seed: int, shuffle: bool, repeat: bool, shard_index: int,
                       shard_count: int, state: dict | None, split: str, tokenizer=None,
                       token_cache: str | None = None, cache_key: dict | None = None):
-  """Batches of `to_example(record_index, record)` dicts, stacked along a new axis 0.
-
-  With `token_cache`, every record's example is encoded once into an example table
-  (`token_cache.example_table`, keyed by the source, the tokenizer and `cache_key`) and
-  batches are slices of it; the batches are the same either way.
-  """
-  _check_shard(shard_index, shard_count)
-  indices = _record_indices(len(source), seed=seed, shuffle=shuffle, repeat=repeat)
+  """Batches of `to_example(record_index, record)` dicts, stacked along a new axis 0, read
+  through `example_reader` (a global batch of indices at a time, this process's rows)."""
+  check_shard(shard_index, shard_count)
+  indices = record_indices(len(source), seed=seed, shuffle=shuffle, repeat=repeat)
   if not repeat and len(indices) < batch_size * shard_count:
     raise UserError(f"the {split} split has {len(indices)} records but one batch needs "
                     f"{batch_size * shard_count}; add data or lower the batch size")
   rows = slice(shard_index * batch_size, (shard_index + 1) * batch_size)
-
-  table = (None if token_cache is None else
-           token_cache_lib.example_table(source, tokenizer, to_example, cache_key, token_cache))
-
-  def read(indices_B: np.ndarray) -> dict:
-    if table is not None:
-      return {key: np.asarray(values[indices_B[rows]]) for key, values in table.items()}
-    examples = [to_example(int(index), source[int(index)]) for index in indices_B[rows]]
-    return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
-
-  batches = indices.batch(batch_size * shard_count, drop_remainder=True).map(read)
-  return _start(batches.to_iter_dataset(_BATCH_READ_OPTIONS), state)
+  read, _ = example_reader(source, to_example, tokenizer=tokenizer, token_cache=token_cache,
+                           cache_key=cache_key)
+  batches = indices.batch(batch_size * shard_count, drop_remainder=True).map(
+      lambda indices_B: read(indices_B[rows]))
+  return start_iterator(batches.to_iter_dataset(_BATCH_READ_OPTIONS), state)
 
 
 def _pad_right(ids: Sequence[int], length: int, pad: int) -> np.ndarray:
@@ -259,16 +267,9 @@ def _fit(context: list[int], target: list[int], max_len: int) -> tuple[list[int]
   return (kept + target)[:max_len], len(kept)
 
 
-def sft_iterator(source, tokenizer, *, max_len: int, batch_size: int, seed: int,
-                 shuffle: bool = True, repeat: bool = True, shard_index: int = 0,
-                 shard_count: int = 1, state: dict | None = None, split: str = "",
-                 token_cache: str | None = None):
-  """{"tokens": int32[B, L] right-padded with pad_id, "loss_mask": int32[B, L]}.
-
-  loss_mask is 1 on assistant content and its EOS. A conversation longer than
-  L is cut by `_fit`: earlier turns lose their oldest tokens so that the final
-  assistant turn is kept (counted in a warning).
-  """
+def sft_examples(tokenizer, max_len: int) -> tuple[Callable[[int, dict], dict], dict]:
+  """(to_example, cache key) of SFT rows: {"tokens": int32[L] right-padded with pad_id,
+  "loss_mask": int32[L]}, cut by `_fit` (counted in a warning)."""
   truncations = _TruncationLog("SFT examples", max_len)
 
   def to_example(index: int, record: dict) -> dict:
@@ -280,13 +281,25 @@ def sft_iterator(source, tokenizer, *, max_len: int, batch_size: int, seed: int,
     loss_mask = (loss_mask[final_turn - start:final_turn] + loss_mask[final_turn:])[:max_len]
     return {"tokens": _pad_right(ids, max_len, tokenizer.pad_id),
             "loss_mask": _pad_right(loss_mask, max_len, 0)}
+  return to_example, dict(kind="sft", max_len=max_len)
 
+
+def sft_iterator(source, tokenizer, *, max_len: int, batch_size: int, seed: int,
+                 shuffle: bool = True, repeat: bool = True, shard_index: int = 0,
+                 shard_count: int = 1, state: dict | None = None, split: str = "",
+                 token_cache: str | None = None):
+  """{"tokens": int32[B, L] right-padded with pad_id, "loss_mask": int32[B, L]}.
+
+  loss_mask is 1 on assistant content and its EOS. A conversation longer than
+  L is cut by `_fit`: earlier turns lose their oldest tokens so that the final
+  assistant turn is kept (counted in a warning).
+  """
+  to_example, cache_key = sft_examples(tokenizer, max_len)
   return _example_iterator(source, to_example, batch_size=batch_size, seed=seed,
                            shuffle=shuffle, repeat=repeat, shard_index=shard_index,
                            shard_count=shard_count, state=state,
                            split=split or ("train" if repeat else "validation"),
-                           tokenizer=tokenizer, token_cache=token_cache,
-                           cache_key=dict(kind="sft", max_len=max_len))
+                           tokenizer=tokenizer, token_cache=token_cache, cache_key=cache_key)
 
 
 def preference_rows(tokenizer, prompt: Sequence[dict], responses: Sequence[str], *,
@@ -321,19 +334,11 @@ def preference_rows(tokenizer, prompt: Sequence[dict], responses: Sequence[str],
   return tokens_KxL, response_mask_KxL, truncated_K
 
 
-def preference_iterator(source, tokenizer, *, max_len: int, num_responses: int,
-                        batch_size: int, seed: int, shuffle: bool = True, repeat: bool = True,
-                        shard_index: int = 0, shard_count: int = 1, state: dict | None = None,
-                        split: str = "", token_cache: str | None = None):
-  """{"tokens": int32[B, K, L], "response_mask": int32[B, K, L], "ranking": int32[B, K],
-  "index": int32[B]}.
-
-  Rows come from `preference_rows`: one prompt truncation per record, every response
-  ending in EOS; response_mask is 1 on the response and its EOS. ranking is the
-  record's (0 = best, ties equal) and -1 for rows of missing responses (records with
-  fewer than K responses). index is the record's position in `source` (for its "meta").
-  Truncated rows are counted in a warning.
-  """
+def preference_examples(tokenizer, max_len: int,
+                        num_responses: int) -> tuple[Callable[[int, dict], dict], dict]:
+  """(to_example, cache key) of preference records: {"tokens": int32[K, L],
+  "response_mask": int32[K, L], "ranking": int32[K], "index": int32} (see
+  `preference_iterator`)."""
   truncations = _TruncationLog("preference records", max_len)
 
   def to_example(index: int, record: dict) -> dict:
@@ -348,13 +353,28 @@ def preference_iterator(source, tokenizer, *, max_len: int, num_responses: int,
     ranking_K[:len(responses)] = record["ranking"]
     return {"tokens": tokens_KxL, "response_mask": response_mask_KxL, "ranking": ranking_K,
             "index": np.int32(index)}
+  return to_example, dict(kind="preference", max_len=max_len, num_responses=num_responses)
 
+
+def preference_iterator(source, tokenizer, *, max_len: int, num_responses: int,
+                        batch_size: int, seed: int, shuffle: bool = True, repeat: bool = True,
+                        shard_index: int = 0, shard_count: int = 1, state: dict | None = None,
+                        split: str = "", token_cache: str | None = None):
+  """{"tokens": int32[B, K, L], "response_mask": int32[B, K, L], "ranking": int32[B, K],
+  "index": int32[B]}.
+
+  Rows come from `preference_rows`: one prompt truncation per record, every response
+  ending in EOS; response_mask is 1 on the response and its EOS. ranking is the
+  record's (0 = best, ties equal) and -1 for rows of missing responses (records with
+  fewer than K responses). index is the record's position in `source` (for its "meta").
+  Truncated rows are counted in a warning.
+  """
+  to_example, cache_key = preference_examples(tokenizer, max_len, num_responses)
   return _example_iterator(source, to_example, batch_size=batch_size, seed=seed,
                            shuffle=shuffle, repeat=repeat, shard_index=shard_index,
                            shard_count=shard_count, state=state,
                            split=split or ("train" if repeat else "validation"),
-                           tokenizer=tokenizer, token_cache=token_cache,
-                           cache_key=dict(kind="preference", max_len=max_len, num_responses=num_responses))
+                           tokenizer=tokenizer, token_cache=token_cache, cache_key=cache_key)
 
 
 def prompt_iterator(source, tokenizer, *, max_prompt_len: int, batch_size: int, seed: int,

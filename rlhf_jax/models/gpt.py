@@ -217,7 +217,11 @@ class Attention(nn.Module):
       out = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True,
                                          implementation=cfg.attention)
     else:
-      # Explicit masks (padding) take the portable XLA path.
+      # Explicit masks (padding, packed segments) take the portable XLA path. For segments
+      # there is no other: jax.nn.dot_product_attention (JAX 0.10.2, and its latest docs)
+      # takes no segment ids (query/key_value_seq_lengths are one prefix length per row),
+      # and cuDNN's packed layout (q_offsets with [B, segments] lengths) is only in the
+      # private jax._src.cudnn.fused_attention_stablehlo.
       out = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK,
                                          mask=mask_BxTxS[:, None], implementation="xla")
     out = nn.with_logical_constraint(out, ("batch", "length", "act_heads", "act_kv"))
@@ -258,13 +262,30 @@ class Block(nn.Module):
     return x_BxTxD, layer_cache
 
 
-def attention_mask(valid_BxT, positions_BxT=None):
-  """Causal mask over real tokens: query t sees key s iff s <= t and s is real. [B, T, T]."""
+def attention_mask(valid_BxT, segment_ids_BxT=None):
+  """Causal mask over real tokens: query t sees key s iff s <= t, s is real and (given
+  segment ids) s is in t's segment. [B, T, T]."""
   t = valid_BxT.shape[1]
   causal_TxT = jnp.tril(jnp.ones((t, t), bool))
   mask = causal_TxT[None] & valid_BxT[:, None, :]
+  if segment_ids_BxT is not None:
+    mask = mask & (segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :])
   # A padded query sees itself only, so its row is never empty (outputs ignored anyway).
   return mask | jnp.eye(t, dtype=bool)[None]
+
+
+def segment_positions(segment_ids_BxT):
+  """Each token's index within its segment (a run of equal ids), int32 [B, T].
+
+  position_t = t − start_t, where start_t is the index where t's run begins: positions
+  restart at 0 for every packed example, as if it were alone in its row.
+  """
+  t = segment_ids_BxT.shape[1]
+  index_T = jnp.arange(t, dtype=jnp.int32)
+  starts_BxT = jnp.concatenate([jnp.ones_like(segment_ids_BxT[:, :1], bool),
+                                segment_ids_BxT[:, 1:] != segment_ids_BxT[:, :-1]], axis=1)
+  start_BxT = jax.lax.cummax(jnp.where(starts_BxT, index_T, 0), axis=1)
+  return index_T - start_BxT
 
 
 class GPT(nn.Module):
@@ -273,6 +294,9 @@ class GPT(nn.Module):
   Three uses of one set of weights:
   - training: `hidden_states(tokens)` with causal attention (no mask);
   - padded batches: pass `valid_BxT`; positions then skip pads by default;
+  - packed rows: pass `segment_ids_BxT` (0 = padding, 1, 2, ... = the examples of a row);
+    a token attends only to earlier tokens of its own segment, and positions restart at
+    0 in each segment by default (`segment_positions`);
   - generation: pass a `KVCache`; the T new tokens are written at `cache.index`
     and attend to every valid earlier slot (prefill with T = prompt length,
     then T = 1 per decoded token); each row's positions go on from its own
@@ -294,7 +318,8 @@ class GPT(nn.Module):
     self.drop = nn.Dropout(cfg.dropout)
 
   def hidden_states(self, tokens_BxT, positions_BxT=None, valid_BxT=None,
-                    cache: KVCache | None = None, deterministic: bool = True):
+                    cache: KVCache | None = None, deterministic: bool = True,
+                    segment_ids_BxT=None):
     """Final-LayerNorm hidden states [B, T, D] (fp32) and the updated cache (or None).
 
     Positions default to `default_positions` (counting on from the cache's per-row
@@ -308,6 +333,13 @@ class GPT(nn.Module):
     b, t = tokens_BxT.shape
     if t > cfg.max_len:  # positions past max_len have no embedding
       raise ValueError(f"{t} tokens exceed the model's max_len={cfg.max_len}")
+    if segment_ids_BxT is not None:
+      if cache is not None:
+        raise ValueError("segment_ids_BxT (packed rows) cannot be used with a KV cache")
+      if valid_BxT is None:
+        valid_BxT = segment_ids_BxT > 0
+      if positions_BxT is None:
+        positions_BxT = segment_positions(segment_ids_BxT)
     if cache is not None and valid_BxT is None:
       valid_BxT = jnp.ones((b, t), bool)
     if valid_BxT is not None:
@@ -334,7 +366,7 @@ class GPT(nn.Module):
       mask_BxTxS = causal_TxS[None] & valid_BxS[:, None, :]
       mask_BxTxS = mask_BxTxS | (jnp.arange(slots)[None, :] == query_slot_T[:, None])[None]
     elif valid_BxT is not None:
-      mask_BxTxS = attention_mask(valid_BxT)
+      mask_BxTxS = attention_mask(valid_BxT, segment_ids_BxT)
 
     new_keys, new_values = [], []
     for i, block in enumerate(self.blocks):
@@ -364,8 +396,9 @@ class GPT(nn.Module):
     return jnp.where(real_V, logits, NEG_INF)
 
   def __call__(self, tokens_BxT, positions_BxT=None, valid_BxT=None, cache=None,
-               deterministic=True):
-    h, cache = self.hidden_states(tokens_BxT, positions_BxT, valid_BxT, cache, deterministic)
+               deterministic=True, segment_ids_BxT=None):
+    h, cache = self.hidden_states(tokens_BxT, positions_BxT, valid_BxT, cache, deterministic,
+                                  segment_ids_BxT)
     return self.lm_logits(h), cache
 
 

@@ -34,7 +34,8 @@ class RewardModel(nn.Module):
   """Per-token values [B, T] of `ScalarHead` over `GPT.hidden_states`.
 
   Reward-model rows are right-padded, so causal attention alone keeps pads out of
-  every real position; left-padded rows (PPO) pass positions_BxT and valid_BxT.
+  every real position; left-padded rows (PPO) pass positions_BxT and valid_BxT; packed
+  rows pass segment_ids_BxT (`gpt.GPT.hidden_states`).
   """
   cfg: gpt.GPTConfig
 
@@ -42,9 +43,11 @@ class RewardModel(nn.Module):
     self.backbone = gpt.GPT(self.cfg)
     self.head = ScalarHead()
 
-  def __call__(self, tokens_BxT, positions_BxT=None, valid_BxT=None, deterministic=True):
+  def __call__(self, tokens_BxT, positions_BxT=None, valid_BxT=None, deterministic=True,
+               segment_ids_BxT=None):
     h_BxTxD, _ = self.backbone.hidden_states(tokens_BxT, positions_BxT, valid_BxT,
-                                             deterministic=deterministic)
+                                             deterministic=deterministic,
+                                             segment_ids_BxT=segment_ids_BxT)
     return self.head(h_BxTxD)
 
 

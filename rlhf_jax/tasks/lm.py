@@ -30,18 +30,34 @@ def local_batch(config) -> int:
 
 
 def next_token_loss_sum(model, params, tokens_BxT1, weights_BxT1=None, rng=None,
-                        deterministic=True):
+                        deterministic=True, segment_ids_BxT1=None):
   """(Σ_t w_t·(−log p(token_{t+1} | tokens_≤t)), (Σ_t w_t, {})).
 
   weights_BxT1 is aligned with the tokens (1 where a token is a target, e.g. the
   SFT loss mask on assistant content and its EOS); None weighs every target 1.
+  With segment ids (packed rows, 0 = padding), tokens attend within their segment and a
+  target counts only in its context's segment: w_t is 0 where token t+1 begins another
+  segment (the last token of an example never predicts the next example's first) or is
+  padding.
   """
   rngs = {} if deterministic else {"dropout": rng}
+  segment_ids_BxT = None if segment_ids_BxT1 is None else segment_ids_BxT1[:, :-1]
   logits_BxTxV, _ = model.apply({"params": params}, tokens_BxT1[:, :-1],
-                                deterministic=deterministic, rngs=rngs)
+                                deterministic=deterministic, rngs=rngs,
+                                segment_ids_BxT=segment_ids_BxT)
   weights_BxT = None if weights_BxT1 is None else weights_BxT1[:, 1:]
+  if segment_ids_BxT1 is not None:
+    target_segments_BxT = segment_ids_BxT1[:, 1:]
+    same_segment_BxT = (target_segments_BxT == segment_ids_BxT) & (target_segments_BxT > 0)
+    weights_BxT = same_segment_BxT if weights_BxT is None else weights_BxT * same_segment_BxT
   loss_sum, count = losses.next_token_xent(logits_BxTxV, tokens_BxT1[:, 1:], weights_BxT)
   return loss_sum, (count, {})
+
+
+def packed_steps_per_epoch(make_iterator) -> int:
+  """Batches of one unshuffled pass of a packed iterator, `make_iterator(shuffle=False,
+  repeat=False)`: an epoch's steps (shuffled epochs pack within a batch or so of it)."""
+  return max(1, sum(1 for _ in make_iterator(shuffle=False, repeat=False)))
 
 
 def init_fn(model, tx, seq_len: int):

@@ -4,6 +4,10 @@ Batch (`pipeline.preference_iterator`): tokens and response_mask int32[B, K, L],
 int32[B, K] (0 = best, ties equal, -1 = missing). The B·K rows go through the backbone
 once, as one [B·K, L] batch; each response's reward is the head's value at its EOS.
 Loss: `losses.ranking_loss` (InstructGPT eq. 1) over all C(K, 2) pairs of a prompt.
+With `data.pack`, training batches pack the responses of up to B records into
+rm.pack_rows rows, one segment each (`packing.preference_iterator`), and
+`packed_response_scores` reads each response's reward at its EOS there: the same [B, K]
+scores and loss. Evaluation stays unpacked.
 
 Evaluation on held-out records (the world's test split, else validation), under rm/:
 accuracy (pairwise, 95% interval over prompts), loss, margin, accuracy by family and
@@ -26,7 +30,7 @@ import ml_collections
 import numpy as np
 
 from rlhf_jax import checkpoint, losses, sharding, tokenizer as tokenizer_lib
-from rlhf_jax.data import formats, pipeline, readers, store
+from rlhf_jax.data import formats, packing, pipeline, readers, store
 from rlhf_jax.errors import UserError
 from rlhf_jax.models import gpt, heads
 from rlhf_jax.tasks import base, lm, reward_metrics
@@ -43,6 +47,15 @@ def response_scores(model, params, tokens_BxKxL, response_mask_BxKxL, rng=None,
   values_RxL = model.apply({"params": params}, tokens_BxKxL.reshape(b * k, l),
                            deterministic=deterministic, rngs=rngs)
   return heads.last_token_values(values_RxL, response_mask_BxKxL.reshape(b * k, l)).reshape(b, k)
+
+
+def packed_response_scores(model, params, batch, rng=None, deterministic=True):
+  """Raw rewards [B, K] of a packed batch (`packing.preference_iterator`): one backbone pass
+  over its R rows, response k of record b read at (score_row[b, k], score_pos[b, k])."""
+  rngs = {} if deterministic else {"dropout": rng}
+  values_RxL = model.apply({"params": params}, batch["tokens"], deterministic=deterministic,
+                           rngs=rngs, segment_ids_BxT=batch["segment_ids"])
+  return values_RxL[batch["score_row"], batch["score_pos"]]
 
 
 def texts(source, max_chars: int = 20_000_000):
@@ -119,18 +132,27 @@ def make_task(config, workdir: str, mesh) -> Task:
   model_cfg, _ = lm.build_model(config, tok.vocab_size)
   model = heads.RewardModel(model_cfg)
   local_batch = lm.local_batch(config)
+  common = dict(tokenizer=tok, max_len=seq_len, num_responses=k, batch_size=local_batch,
+                seed=config.seed, shard_index=jax.process_index(),
+                shard_count=jax.process_count(), token_cache=config.data.cache_dir)
+  iterator = functools.partial(pipeline.preference_iterator, **common)
+  train_iterator = iterator
   steps_per_epoch = max(1, len(splits["train"]) // config.batch_size)
+  if config.data.pack:
+    train_iterator = functools.partial(
+        packing.preference_iterator, num_rows=config.rm.pack_rows // jax.process_count(),
+        num_groups=config.optim.grad_accum_steps, **common)
+    steps_per_epoch = lm.packed_steps_per_epoch(
+        functools.partial(train_iterator, splits["train"]))
   total_steps = base.total_steps(config, steps_per_epoch)
   tx, lr_schedule = lm.optimizer(config, total_steps)
-  iterator = functools.partial(pipeline.preference_iterator, tokenizer=tok, max_len=seq_len,
-                               num_responses=k, batch_size=local_batch, seed=config.seed,
-                               shard_index=jax.process_index(),
-                               shard_count=jax.process_count(),
-                               token_cache=config.data.cache_dir)
 
   def loss_sum(params, batch, rng, deterministic=True):
-    scores_BxK = response_scores(model, params, batch["tokens"], batch["response_mask"], rng,
-                                 deterministic)
+    if "segment_ids" in batch:
+      scores_BxK = packed_response_scores(model, params, batch, rng, deterministic)
+    else:
+      scores_BxK = response_scores(model, params, batch["tokens"], batch["response_mask"],
+                                   rng, deterministic)
     loss, count = losses.ranking_loss(scores_BxK, batch["ranking"], config.rm.margin)
     accuracy, _ = losses.ranking_accuracy(scores_BxK, batch["ranking"])
     return loss, (count, {"accuracy": accuracy})
@@ -155,8 +177,9 @@ def make_task(config, workdir: str, mesh) -> Task:
       results.update({"rm/norm_bias": normalization.bias, "rm/norm_gain": normalization.gain})
     return results
 
+  rows_per_step = config.rm.pack_rows if config.data.pack else config.batch_size * k
   flops_per_step, info = lm.model_info(init, model_cfg, tok.vocab_size, seq_len,
-                                       config.batch_size * k * seq_len)
+                                       rows_per_step * seq_len)
   info.update(train_records=len(splits["train"]), eval_records=len(splits[eval_split]),
               eval_split=eval_split, responses_per_record=k, steps_per_epoch=steps_per_epoch,
               total_steps=total_steps)
@@ -166,7 +189,7 @@ def make_task(config, workdir: str, mesh) -> Task:
                             config.optim.grad_accum_steps, count_name="train/prompts"),
       evaluate=evaluate,
       state_shardings=lm.logical_state_shardings(mesh, config),
-      train_data=lambda state: iterator(splits["train"], state=state),
+      train_data=lambda state: train_iterator(splits["train"], state=state),
       warm_start=warm_start_fn(config.init_from),
       flops_per_step=flops_per_step,
       info=info,

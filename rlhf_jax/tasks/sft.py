@@ -5,6 +5,9 @@ int32[B, L]} with loss_mask 1 on assistant content and its EOS. Loss: Σ over
 masked targets of −log p(target) / their number (prompt tokens, earlier user turns
 and padding carry no weight). Right padding needs no attention mask: a causal
 model never lets a pad influence an earlier token.
+With `data.pack`, training rows hold several whole examples (`packing.sft_iterator`: B
+rows plus "segment_ids"); each example attends only to itself and its targets are its own,
+so the loss sums are those of the same examples unpacked. Evaluation stays unpacked.
 
 Evaluation: eval/loss and eval/perplexity on validation demonstrations; on world
 data (records with a gold-judge `meta`) also gold/score with its 95% interval,
@@ -16,7 +19,7 @@ import os
 import jax
 
 from rlhf_jax import evaluation, tokenizer as tokenizer_lib
-from rlhf_jax.data import pipeline, store
+from rlhf_jax.data import packing, pipeline, store
 from rlhf_jax.tasks import base, lm
 from rlhf_jax.tasks.base import Task
 
@@ -41,18 +44,21 @@ def make_task(config, workdir: str, mesh) -> Task:
   seq_len = config.data.seq_len
   model_cfg, model = lm.build_model(config, tok.vocab_size)
   local_batch = lm.local_batch(config)
-  steps_per_epoch = max(1, len(splits["train"]) // config.batch_size)
+  common = dict(tokenizer=tok, max_len=seq_len, batch_size=local_batch, seed=config.seed,
+                shard_index=jax.process_index(), shard_count=jax.process_count(),
+                token_cache=config.data.cache_dir)
+  iterator = functools.partial(pipeline.sft_iterator, **common)
+  train_iterator = functools.partial(packing.sft_iterator if config.data.pack
+                                     else pipeline.sft_iterator, **common)
+  steps_per_epoch = (
+      lm.packed_steps_per_epoch(functools.partial(train_iterator, splits["train"]))
+      if config.data.pack else max(1, len(splits["train"]) // config.batch_size))
   total_steps = base.total_steps(config, steps_per_epoch)
   tx, lr_schedule = lm.optimizer(config, total_steps)
-  iterator = functools.partial(pipeline.sft_iterator, tokenizer=tok, max_len=seq_len,
-                               batch_size=local_batch, seed=config.seed,
-                               shard_index=jax.process_index(),
-                               shard_count=jax.process_count(),
-                               token_cache=config.data.cache_dir)
 
   def loss_sum(params, batch, rng, deterministic=True):
     return lm.next_token_loss_sum(model, params, batch["tokens"], batch["loss_mask"], rng,
-                                  deterministic)
+                                  deterministic, batch.get("segment_ids"))
 
   init = lm.init_fn(model, tx, seq_len)
   eval_loss = lm.eval_loss_fn(loss_sum)
@@ -79,7 +85,7 @@ def make_task(config, workdir: str, mesh) -> Task:
                             config.optim.grad_accum_steps),
       evaluate=evaluate,
       state_shardings=lm.logical_state_shardings(mesh, config),
-      train_data=lambda state: iterator(splits["train"], state=state),
+      train_data=lambda state: train_iterator(splits["train"], state=state),
       warm_start=lm.warm_start_params(config.init_from),
       flops_per_step=flops_per_step,
       info=info,
