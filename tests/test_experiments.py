@@ -48,7 +48,7 @@ def test_config_loads_and_documents_itself(path):
 
 # Smoke variants that the session's smoke pipeline (conftest `smoke_pipeline`) trains as its
 # stages and test_pipeline_runner.py checks: not trained again here (suite time).
-IN_THE_SMOKE_PIPELINE = {"pretrain_world.py", "ppo_world.py"}
+IN_THE_SMOKE_PIPELINE = {"pretrain_world.py", "sft_world.py", "rm_world.py", "ppo_world.py"}
 
 
 def _smoke_trained_here(prefix):
@@ -78,7 +78,7 @@ def hh_like(path):
   return str(path)
 
 
-@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if os.path.basename(p).startswith("rm_")],
+@pytest.mark.parametrize("path", _smoke_trained_here("rm_"),
                          ids=os.path.basename)
 def test_reward_model_smoke_variant_trains(path, tmp_path):
   config = load_experiment(path).get_config("smoke")
@@ -104,7 +104,7 @@ def alpaca_like(path):
   return str(path)
 
 
-@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if os.path.basename(p).startswith("sft_")],
+@pytest.mark.parametrize("path", _smoke_trained_here("sft_"),
                          ids=os.path.basename)
 def test_sft_smoke_variant_trains(path, tmp_path):
   config = load_experiment(path).get_config("smoke")

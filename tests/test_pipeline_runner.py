@@ -57,6 +57,24 @@ def test_stages_run_in_order_each_warm_started_from_the_one_before(pipeline):
     assert a.read() == b.read()  # SFT kept pretraining's tokenizer: it warm-started
 
 
+def test_each_stage_learns_and_leaves_its_files(pipeline):
+  """What test_experiments.py checks of a standalone smoke run, for the stages the smoke
+  pipeline trains (sft_world, rm_world; pretrain_world and ppo_world below and in
+  test_pipeline_interrupted.py)."""
+  workdir, _ = pipeline
+  rows = {stage: metrics.read_metrics(os.path.join(workdir, stage)) for stage in STAGES}
+  for stage, key, drop in (("pretrain", "eval/loss", 0.5), ("sft", "eval/loss", 0.5),
+                           ("rm", "rm/loss", 0.03)):
+    evals = [r[key] for r in rows[stage] if key in r]
+    assert len(evals) == 3 and evals[-1] < evals[0] - drop, (stage, evals)
+  assert any("gold/score" in r for r in rows["sft"])
+  assert "rm/label_ceiling" in [r for r in rows["rm"] if "rm/loss" in r][-1]
+  for name in ("reward_normalization.json", "rm_reliability.png", "tokenizer.json"):
+    assert os.path.exists(os.path.join(workdir, "rm", name)), name
+  steps = [r for r in rows["ppo"] if "ppo/score" in r]
+  assert all(r["ppo/first_minibatch_ratio_error"] <= 1e-5 for r in steps), steps
+
+
 def test_the_report_is_written_last(pipeline):
   workdir, stderr = pipeline
   assert stderr.index("all 4 stages done") < stderr.index("report written")

@@ -71,10 +71,13 @@ def example_rows(seed=0, b=8):
   return prompts, responses
 
 
-def rollout_and_loss(models, pieces, state, prompts, responses, p, n):
-  """The rollout, and the PPO loss (and its statistics) of the whole batch as one minibatch."""
-  prompt, prompt_mask, response, mask = layout(prompts, responses, p, n)
-  eos = jnp.asarray([r[-1] == EOS for r in responses])
+_JITTED = {}
+
+
+def _rollout_and_loss_fn(models, pieces):
+  """One jitted program per `pieces` (kept here): each batch shape compiles once."""
+  if id(pieces) in _JITTED:
+    return _JITTED[id(pieces)][1]
 
   @jax.jit
   def rollout_and_loss(state, prompt, prompt_mask, response, mask, eos):
@@ -87,8 +90,15 @@ def rollout_and_loss(models, pieces, state, prompts, responses, p, n):
     loss, (sums, maxima) = pieces.loss((state.policy.params, critic_params),
                                        {"rollout": experience}, totals)
     return experience, {**rollout_metrics, **sums, **maxima, "loss": loss}
+  _JITTED[id(pieces)] = (pieces, rollout_and_loss)  # pieces kept alive: its id stays its own
+  return rollout_and_loss
 
-  return rollout_and_loss(state, prompt, prompt_mask, response, mask, eos)
+
+def rollout_and_loss(models, pieces, state, prompts, responses, p, n):
+  """The rollout, and the PPO loss (and its statistics) of the whole batch as one minibatch."""
+  prompt, prompt_mask, response, mask = layout(prompts, responses, p, n)
+  eos = jnp.asarray([r[-1] == EOS for r in responses])
+  return _rollout_and_loss_fn(models, pieces)(state, prompt, prompt_mask, response, mask, eos)
 
 
 def test_rewards_advantages_and_losses_do_not_depend_on_padding():
@@ -120,38 +130,32 @@ def grouped_rows(g, seed=0, b=8):
 
 
 @pytest.mark.parametrize("options", CRITIC_FREE, ids=lambda o: o["algorithm"])
-def test_critic_free_rollout_and_loss_do_not_depend_on_padding(options):
+def test_critic_free_loss_depends_on_neither_padding_nor_the_other_prompts(options):
+  """Padding: more prompt and response padding changes no advantage, log-prob or loss.
+  Batch composition (per-sequence and constant aggregation): the batch's loss is the mean
+  of its prompts' losses, each with only that prompt's group as the minibatch, and a
+  group's advantages are the same whatever groups share its batch."""
+  g, algorithm = options["group_size"], options["algorithm"]
   models, pieces, state = tiny_pieces(**options, whiten_advantages=False)
-  prompts, responses = grouped_rows(options["group_size"])
+  prompts, responses = grouped_rows(g)
   a = rollout_and_loss(models, pieces, state, prompts, responses, p=6, n=6)
   b = rollout_and_loss(models, pieces, state, prompts, responses, p=11, n=9)
   for field in ("advantages_BxN", "log_probs_BxN", "ref_log_probs_BxN"):
     x, y = np.asarray(getattr(a[0], field)), np.asarray(getattr(b[0], field))
     np.testing.assert_allclose(x, y[:, :6], atol=2e-5, err_msg=field)
     assert np.all(y[:, 6:] == 0), field
-  algorithm = options["algorithm"]
   for name in (f"{algorithm}/score", f"{algorithm}/kl", "loss", "policy_loss", "entropy"):
     np.testing.assert_allclose(a[1][name], b[1][name], rtol=2e-5, atol=1e-6, err_msg=name)
   assert float(a[1]["ratio_error"]) <= 1e-5  # π_old from the same forward: ratio 1
   assert "value_loss" not in a[1] and np.any(np.asarray(a[0].advantages_BxN) != 0)
 
-
-@pytest.mark.parametrize("options", CRITIC_FREE, ids=lambda o: o["algorithm"])
-def test_a_prompts_loss_does_not_depend_on_the_other_prompts_in_the_batch(options):
-  """Per-sequence and constant aggregation: the batch's loss is the mean of its prompts'
-  losses, each computed with only that prompt's group as the minibatch, and a group's
-  advantages are the same whatever groups share its batch."""
-  g = options["group_size"]
-  models, pieces, state = tiny_pieces(**options, whiten_advantages=False)
-  prompts, responses = grouped_rows(g)
-  whole = rollout_and_loss(models, pieces, state, prompts, responses, p=6, n=6)
   per_group = [rollout_and_loss(models, pieces, state, prompts[i:i + g], responses[i:i + g],
                                 p=6, n=6) for i in range(0, len(prompts), g)]
   np.testing.assert_allclose(np.concatenate([np.asarray(x[0].advantages_BxN)
                                              for x in per_group]),
-                             whole[0].advantages_BxN, atol=1e-6)
+                             a[0].advantages_BxN, atol=1e-6)
   np.testing.assert_allclose(np.mean([float(x[1]["loss"]) for x in per_group]),
-                             whole[1]["loss"], rtol=5e-5)
+                             a[1]["loss"], rtol=5e-5)
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
