@@ -50,7 +50,8 @@ def pairwise_mean(values_BxKxK, ranking_BxK):
   """
   pairs_BxKxK = preference_pairs(ranking_BxK)
   num_pairs_B = jnp.sum(pairs_BxKxK, axis=(1, 2))
-  mean_B = jnp.sum(jnp.where(pairs_BxKxK > 0, values_BxKxK, 0.0), axis=(1, 2)) / jnp.maximum(num_pairs_B, 1.0)
+  sum_B = jnp.sum(jnp.where(pairs_BxKxK > 0, values_BxKxK, 0.0), axis=(1, 2))
+  mean_B = sum_B / jnp.maximum(num_pairs_B, 1.0)
   return jnp.sum(mean_B), jnp.sum(num_pairs_B > 0).astype(jnp.float32)
 
 

@@ -1,0 +1,140 @@
+"""The DPO task: it learns rankings with the frozen reference in the same step (policy =
+reference at step 0), resumes exactly, and its loss ignores padding and missing responses."""
+import math
+import os
+import shutil
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from rlhf_jax import configs, losses, metrics, sharding, tokenizer as tokenizer_lib, train
+from rlhf_jax.data import pipeline
+from rlhf_jax.models import gpt
+from rlhf_jax.tasks import dpo
+
+from test_reward import write_rankings
+from test_train import rows_without_timing
+
+
+def dpo_config(data_path, **overrides):
+  c = configs.base_config()
+  c.task = "dpo"
+  c.data.path = data_path
+  c.data.seq_len = 24
+  c.model.update(preset="tiny", num_layers=1, embed_dim=32)
+  c.tokenizer.vocab_size = 300
+  c.batch_size = 8
+  c.total_steps = 12
+  c.optim.update(lr=3e-3, warmup_steps=2)
+  c.update(log_every=1, eval_every=6, eval_steps=2, ckpt_every=6)
+  c.sampling.max_new_tokens = 4
+  c.gold_eval.update(num_prompts=-1, batch_size=8)
+  c.dpo = configs.dpo_block()
+  c.dpo.update(num_responses=5, kl_prompts=0)  # dpo/kl: the dpo_world smoke test
+  return configs.override(c, **overrides)
+
+
+def rows(workdir, key):
+  return {r["step"]: r[key] for r in metrics.read_metrics(workdir) if key in r}
+
+
+@pytest.fixture(scope="module")
+def rankings(tmp_path_factory):
+  return write_rankings(tmp_path_factory.mktemp("dpo_data") / "rankings.jsonl")
+
+
+@pytest.fixture(scope="module")
+def trained_dpo(rankings, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("dpo_run"))
+  return workdir, train.run(dpo_config(rankings), workdir)
+
+
+def test_dpo_learns_the_rankings_starting_from_the_reference(trained_dpo):
+  trained_dpo, _ = trained_dpo
+  # Before any update the policy is the reference: every implicit reward is 0.
+  assert rows(trained_dpo, "train/reward_margin")[1] == 0.0
+  assert rows(trained_dpo, "train/accuracy")[1] == 0.5  # all ties count ½
+  first = [r for r in metrics.read_metrics(trained_dpo) if "dpo/accuracy" in r][0]
+  assert first["step"] == 0 and first["dpo/accuracy"] == 0.5 and first["dpo/loss"] > 0
+  accuracy = rows(trained_dpo, "train/accuracy")
+  assert np.mean([accuracy[s] for s in range(7, 13)]) > 0.75, accuracy
+  held_out = rows(trained_dpo, "dpo/accuracy")
+  assert sorted(held_out) == [0, 6, 12] and held_out[12] > 0.6, held_out
+  last = metrics.read_metrics(trained_dpo)[-1]
+  assert last["dpo/accuracy_lo"] <= last["dpo/accuracy"] <= last["dpo/accuracy_hi"]
+  assert last["dpo/reward_margin"] > 0 and last["dpo/loss"] < first["dpo/loss"]
+  assert "gold/score" not in last and "dpo/label_ceiling" not in last  # no gold judge here
+
+
+def test_a_step_runs_policy_and_reference_in_one_program(rankings, tmp_path):
+  """4 prompts × K = 5 rows: two GPT passes of 20 rows (policy, reference), one step."""
+  config = dpo_config(rankings, **{"mesh.data": 1, "batch_size": 4})
+  mesh = sharding.make_mesh(config.mesh)
+  seen = []
+
+  def count_rows(next_fun, args, kwargs, context):
+    if context.method_name == "hidden_states" and isinstance(context.module, gpt.GPT):
+      seen.append(args[0].shape)
+    return next_fun(*args, **kwargs)
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config.mesh)):
+    task = dpo.make_task(config, str(tmp_path), mesh)
+    state = jax.eval_shape(task.init, jax.random.key(0))
+    batch = next(task.train_data(None))
+    with nn.intercept_methods(count_rows):
+      jax.eval_shape(task.step, state, batch, jax.random.key(1))
+  assert seen == [(20, 23), (20, 23)]
+
+
+def test_the_reference_stays_frozen_while_the_policy_moves(trained_dpo):
+  workdir, state = trained_dpo
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                        state)
+  earlier = ocp.StandardCheckpointer().restore(
+      os.path.join(workdir, "checkpoints", "6", "state"), target)
+  assert int(earlier.step) == 6 and int(state.step) == 12
+  same = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), earlier.reference_params,
+                      state.reference_params)
+  assert all(jax.tree.leaves(same))
+  moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), earlier.params, state.params)
+  assert all(jax.tree.leaves(moved))
+
+
+def test_resume_from_a_middle_checkpoint_matches_the_uninterrupted_run(trained_dpo, rankings,
+                                                                       tmp_path):
+  trained_dpo, _ = trained_dpo
+  workdir = str(tmp_path / "resumed")
+  shutil.copytree(trained_dpo, workdir)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "12"))
+  train.run(dpo_config(rankings), workdir)
+  assert rows_without_timing(workdir) == rows_without_timing(trained_dpo)
+
+
+def test_padding_and_missing_responses_do_not_change_the_loss(trained_dpo, rankings):
+  workdir, state = trained_dpo
+  tok = tokenizer_lib.load(os.path.join(workdir, tokenizer_lib.TOKENIZER_FILE))
+  model = gpt.GPT(gpt.config_from(dpo_config(rankings).model, tok.vocab_size))
+  prompt = [{"role": "user", "content": "rate item 3"}]
+  responses = ["good good the cat 0", "the mat 1", "good fish sat 2"]
+  ranking = [1, 2, 0]
+
+  @jax.jit
+  def loss(tokens, mask, ranking_BxK):
+    logratios = dpo.log_ratios(model, state.params, state.reference_params, tokens, mask)
+    return losses.dpo_loss(logratios, ranking_BxK, beta=0.1)[0]
+
+  def padded(max_len, k):
+    tokens, mask, _ = pipeline.preference_rows(tok, prompt, responses, max_len=max_len,
+                                               num_rows=k)
+    ranks = np.full((1, k), -1, np.int32)
+    ranks[0, :3] = ranking
+    return float(loss(tokens[None], mask[None], ranks))
+
+  tight = padded(24, 3)
+  assert abs(tight - math.log(6)) > 1e-3  # log 3! would mean policy = reference
+  np.testing.assert_allclose(padded(48, 3), tight, rtol=2e-6)  # more right padding
+  np.testing.assert_allclose(padded(24, 5), tight, rtol=2e-6)  # two missing responses
