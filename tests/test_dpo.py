@@ -4,35 +4,25 @@ import math
 import os
 import shutil
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from rlhf_jax import configs, losses, metrics, sharding, tokenizer as tokenizer_lib, train
+from rlhf_jax import configs, losses, metrics, tokenizer as tokenizer_lib, train
 from rlhf_jax.data import pipeline
 from rlhf_jax.models import gpt
 from rlhf_jax.tasks import dpo
 
-from test_reward import write_rankings
+from test_reward import gpt_rows_of_one_step, tiny_preference_config, write_rankings
 from test_train import rows_without_timing
 
 
 def dpo_config(data_path, **overrides):
-  c = configs.base_config()
-  c.task = "dpo"
-  c.data.path = data_path
-  c.data.seq_len = 24
-  c.model.update(preset="tiny", num_layers=1, embed_dim=32)
-  c.tokenizer.vocab_size = 300
-  c.batch_size = 8
-  c.total_steps = 12
-  c.optim.update(lr=3e-3, warmup_steps=2)
-  c.update(log_every=1, eval_every=6, eval_steps=2, ckpt_every=6)
-  c.sampling.max_new_tokens = 4
-  c.gold_eval.update(num_prompts=-1, batch_size=8)
+  c = tiny_preference_config("dpo", data_path)
+  c.ckpt_every = 6
+  c.gold_eval.num_prompts = -1
   c.dpo = configs.dpo_block()
   c.dpo.update(num_responses=5, kl_prompts=0)  # dpo/kl: the dpo_world smoke test
   return configs.override(c, **overrides)
@@ -72,22 +62,9 @@ def test_dpo_learns_the_rankings_starting_from_the_reference(trained_dpo):
 
 def test_a_step_runs_policy_and_reference_in_one_program(rankings, tmp_path):
   """4 prompts × K = 5 rows: two GPT passes of 20 rows (policy, reference), one step."""
-  config = dpo_config(rankings, **{"mesh.data": 1, "batch_size": 4})
-  mesh = sharding.make_mesh(config.mesh)
-  seen = []
-
-  def count_rows(next_fun, args, kwargs, context):
-    if context.method_name == "hidden_states" and isinstance(context.module, gpt.GPT):
-      seen.append(args[0].shape)
-    return next_fun(*args, **kwargs)
-
-  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config.mesh)):
-    task = dpo.make_task(config, str(tmp_path), mesh)
-    state = jax.eval_shape(task.init, jax.random.key(0))
-    batch = next(task.train_data(None))
-    with nn.intercept_methods(count_rows):
-      jax.eval_shape(task.step, state, batch, jax.random.key(1))
-  assert seen == [(20, 23), (20, 23)]
+  shape, seen = gpt_rows_of_one_step(dpo.make_task, dpo_config(rankings, batch_size=4),
+                                     str(tmp_path))
+  assert shape == (4, 5, 24) and seen == [(20, 23), (20, 23)]
 
 
 def test_the_reference_stays_frozen_while_the_policy_moves(trained_dpo):

@@ -29,7 +29,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from rlhf_jax import evaluation, losses, tokenizer as tokenizer_lib
+from rlhf_jax import evaluation, losses
 from rlhf_jax.data import store
 from rlhf_jax.tasks import base, lm, preferences, reward_metrics
 from rlhf_jax.tasks.base import PyTree, Task, TrainState
@@ -108,17 +108,12 @@ def _gold_evaluator(config, model, tok, mesh, workdir: str):
 
 def make_task(config, workdir: str, mesh) -> Task:
   cfg = config.dpo
-  splits = preferences.splits(config)
-  k = preferences.num_responses(config, splits, "dpo")
-  eval_split = preferences.eval_split(splits)
-  tok = tokenizer_lib.for_stage(config.tokenizer, workdir, config.init_from,
-                                lambda: preferences.texts(splits["train"]))
+  splits, k, eval_split, tok, iterator, steps_per_epoch = preferences.prepare(config, workdir,
+                                                                             "dpo")
   seq_len = config.data.seq_len
   model_cfg, model = lm.build_model(config, tok.vocab_size)
-  steps_per_epoch = max(1, len(splits["train"]) // config.batch_size)
   total_steps = base.total_steps(config, steps_per_epoch)
   tx, lr_schedule = lm.optimizer(config, total_steps)
-  iterator = preferences.iterator(config, tok, k)
   preference_loss = functools.partial(LOSSES[cfg.loss], beta=cfg.beta)
 
   def loss_sum(params, batch, rng, reference_params, deterministic=True):

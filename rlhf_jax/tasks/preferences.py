@@ -9,12 +9,14 @@ Dimensions: N records, K responses per record.
 import functools
 import json
 import os
+from typing import Any, Callable, NamedTuple
 
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
+from rlhf_jax import tokenizer as tokenizer_lib
 from rlhf_jax.data import formats, pipeline, readers, store
 from rlhf_jax.errors import UserError
 from rlhf_jax.tasks import lm
@@ -95,3 +97,24 @@ def score_batches(score_fn, params, batches):
   joined = {key: jnp.concatenate(values) for key, values in columns.items()}
   host = multihost_utils.process_allgather(joined, tiled=True)
   return tuple(np.asarray(host[key]) for key in ("scores", "ranking", "index"))
+
+
+class Data(NamedTuple):
+  """What a preference stage reads, ready for its task (`prepare`)."""
+  splits: dict             # "train", "validation"(, "test") Sources
+  num_responses: int       # K
+  eval_split: str          # the held-out split
+  tokenizer: Any
+  iterator: Callable       # `preference_iterator` with all but the source set
+  steps_per_epoch: int
+
+
+def prepare(config, workdir: str, block: str) -> Data:
+  """The data of `config` (K capped by config.<block>.num_responses) and the stage's
+  tokenizer: init_from's, else a BPE trained on the preference texts."""
+  data_splits = splits(config)
+  k = num_responses(config, data_splits, block)
+  tok = tokenizer_lib.for_stage(config.tokenizer, workdir, config.init_from,
+                                lambda: texts(data_splits["train"]))
+  return Data(data_splits, k, eval_split(data_splits), tok, iterator(config, tok, k),
+              max(1, len(data_splits["train"]) // config.batch_size))

@@ -57,18 +57,13 @@ def warm_start_fn(init_from: str):
 
 
 def make_task(config, workdir: str, mesh) -> Task:
-  splits = preferences.splits(config)
-  k = preferences.num_responses(config, splits, "rm")
-  eval_split = preferences.eval_split(splits)
-  tok = tokenizer_lib.for_stage(config.tokenizer, workdir, config.init_from,
-                                lambda: preferences.texts(splits["train"]))
+  splits, k, eval_split, tok, iterator, steps_per_epoch = preferences.prepare(config, workdir,
+                                                                             "rm")
   seq_len = config.data.seq_len
   model_cfg, _ = lm.build_model(config, tok.vocab_size)
   model = heads.RewardModel(model_cfg)
-  steps_per_epoch = max(1, len(splits["train"]) // config.batch_size)
   total_steps = base.total_steps(config, steps_per_epoch)
   tx, lr_schedule = lm.optimizer(config, total_steps)
-  iterator = preferences.iterator(config, tok, k)
 
   def loss_sum(params, batch, rng, deterministic=True):
     scores_BxK = response_scores(model, params, batch["tokens"], batch["response_mask"], rng,
