@@ -19,7 +19,11 @@ From the SFT model of experiments/sft_hh.py (`nano`, its tokenizer; the usual re
 Model: 2 layers, 128 wide (rm_hh's), rows of 192 tokens (long prompts lose their oldest
 tokens), batch 32 pairs, 2 epochs over the 2,081 training pairs of harmless-base-test
 (130 steps), lr 1e-3, β = 0.1. `:sft`: the `nano` SFT model, rows of 256, lr 1e-5.
-Hardware: 2 CPU cores. Measured: see the closing note of the DPO change (not yet here).
+Hardware: 2 CPU cores; measured 8.5 min wall (7.1 CPU-min: the cores were shared) from
+scratch on harmless-base-test. Measured (seed 0): held-out dpo/accuracy on 224 pairs 0.5
+(step 0, policy = reference) → 0.652 [0.589, 0.714] after one epoch → 0.638 [0.571,
+0.705] at step 130 (rm_hh's explicit reward model: 0.643 [0.585, 0.706]), dpo/ece 0.048,
+dpo/kl 3.7 nats. `:sft` is not yet measured.
 Variant `:smoke` — tiny model, 20 steps; seconds on a CPU (still needs data.path).
 Consumes an HH file (and for `:sft` the sft_hh workdir); feeds evaluation.
 """
