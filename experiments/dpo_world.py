@@ -19,7 +19,8 @@ IPO instead of DPO (pairs of each ranking, target gap 1/(2β) = 5 nats):
 
 Model: the SFT `nano` (6 layers, 384 wide) and its tokenizer; rows of 96 tokens (longer
 rows lose prompt tokens first), batch 16 prompts (64 rows), 1 epoch over the 1,668
-training rankings (104 steps), lr 5e-6 constant after 10 warm-up steps, no weight decay.
+training rankings (104 steps), lr 1e-5 (PPO's) constant after 10 warm-up steps, no
+weight decay.
 Hardware: 2 CPU cores; not yet measured end to end (each step is about 4/3 of an rm_world
 step: one more forward; rm_world's epoch took 18.8 min on shared cores).
 Expected: dpo/accuracy 0.5 at step 0 (policy = reference) rising toward rm_world's
@@ -44,7 +45,7 @@ def get_config(arg=None):
   c.model.preset = "nano"
   c.batch_size = 16
   c.epochs = 1.0
-  c.optim.update(lr=5e-6, schedule="constant", warmup_steps=10, weight_decay=0.0)
+  c.optim.update(lr=1e-5, schedule="constant", warmup_steps=10, weight_decay=0.0)
   c.log_every = 5
   c.eval_every = 1000       # evaluations fall on epoch boundaries (and the last step)
   c.eval_steps = 1000       # all held-out rankings

@@ -51,9 +51,9 @@ def test_dpo_learns_the_rankings_starting_from_the_reference(trained_dpo):
   first = [r for r in metrics.read_metrics(trained_dpo) if "dpo/accuracy" in r][0]
   assert first["step"] == 0 and first["dpo/accuracy"] == 0.5 and first["dpo/loss"] > 0
   accuracy = rows(trained_dpo, "train/accuracy")
-  assert np.mean([accuracy[s] for s in range(7, 13)]) > 0.75, accuracy
+  assert np.mean([accuracy[s] for s in range(7, 13)]) > 0.9, accuracy  # measured 0.99
   held_out = rows(trained_dpo, "dpo/accuracy")
-  assert sorted(held_out) == [0, 6, 12] and held_out[12] > 0.6, held_out
+  assert sorted(held_out) == [0, 6, 12] and held_out[12] > 0.8, held_out  # measured 1.0
   last = metrics.read_metrics(trained_dpo)[-1]
   assert last["dpo/accuracy_lo"] <= last["dpo/accuracy"] <= last["dpo/accuracy_hi"]
   assert last["dpo/reward_margin"] > 0 and last["dpo/loss"] < first["dpo/loss"]
