@@ -21,11 +21,17 @@ Model: the SFT `nano` (6 layers, 384 wide) and its tokenizer; rows of 96 tokens 
 rows lose prompt tokens first), batch 16 prompts (64 rows), 1 epoch over the 1,668
 training rankings (104 steps), lr 1e-5 (PPO's) constant after 10 warm-up steps, no
 weight decay.
-Hardware: 2 CPU cores; not yet measured end to end (each step is about 4/3 of an rm_world
-step: one more forward; rm_world's epoch took 18.8 min on shared cores).
-Expected: dpo/accuracy 0.5 at step 0 (policy = reference) rising toward rm_world's
-rm/accuracy; dpo/kl grows from 0; gold/score against SFT's (ppo_world's gold_sft/score on
-the same prompts). Not yet measured: see the closing note of the DPO change.
+Hardware: 2 CPU cores; measured 17.9 min wall (17.8 CPU-min, cores shared with another
+pipeline) from the pipeline's SFT (world v3, pretraining cut to 200 steps), evaluations at
+steps 0 and 104.
+Measured (seed 0): held-out dpo/accuracy 0.5 (step 0, policy = reference) → 0.659 [0.637,
+0.681] on 352 test rankings (rm_world's RM from the same SFT: 0.687 [0.665, 0.709]; label
+ceiling 0.781), dpo/gold_agreement 0.770 (the RM: 0.821), dpo/ece 0.064. But the policy
+hardly moved where it samples: dpo/kl 0.34 [0.14, 0.61] nats; 83 of the 128 greedy test
+answers are unchanged, gold/score 0.276 [0.224, 0.333] (SFT, step 0) → 0.272 [0.221,
+0.329], paired difference −0.003 [−0.009, +0.003] (ppo_world from the same SFT and RM:
+0.260 after 50 iterations). The implicit reward learns the labels almost as well as the RM
+while the greedy answers stay SFT's; a larger lr or more epochs is the next thing to try.
 Variant `:smoke` — no init_from: a tiny fresh policy (= reference) and its own BPE on the
 preference texts, 20 steps, evaluated at steps 0 and 20 (16 prompts judged and sampled for
 dpo/kl); seconds on a CPU.
