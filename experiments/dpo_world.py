@@ -32,6 +32,9 @@ answers are unchanged, gold/score 0.276 [0.224, 0.333] (SFT, step 0) → 0.272 [
 0.329], paired difference −0.003 [−0.009, +0.003] (ppo_world from the same SFT and RM:
 0.260 after 50 iterations). The implicit reward learns the labels almost as well as the RM
 while the greedy answers stay SFT's; a larger lr or more epochs is the next thing to try.
+`:ipo` (18.1 min, same SFT): dpo/accuracy 0.672 [0.650, 0.695], dpo/gold_agreement 0.793,
+dpo/kl 0.07 nats, gold/score 0.276 → 0.288 [0.233, 0.349], paired difference +0.013
+[+0.001, +0.027] (100 of 128 answers unchanged; one seed).
 Variant `:smoke` — no init_from: a tiny fresh policy (= reference) and its own BPE on the
 preference texts, 20 steps, evaluated at steps 0 and 20 (16 prompts judged and sampled for
 dpo/kl); seconds on a CPU.
