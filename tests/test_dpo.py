@@ -5,7 +5,6 @@ import os
 import shutil
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -20,11 +19,15 @@ from test_train import rows_without_timing
 
 
 def dpo_config(data_path, **overrides):
+  """12 steps on one device (compiling for one device instead of 8 saves a third of the
+  run); dpo/kl on 8 held-out prompts, 4 sampled tokens each."""
   c = tiny_preference_config("dpo", data_path)
-  c.ckpt_every = 6
-  c.gold_eval.num_prompts = -1
+  c.update(eval_every=12, ckpt_every=6)
+  c.mesh.data = 1
+  c.sampling.max_new_tokens = 4
+  c.gold_eval.update(num_prompts=-1, batch_size=8)
   c.dpo = configs.dpo_block()
-  c.dpo.update(num_responses=5, kl_prompts=0)  # dpo/kl: the dpo_world smoke test
+  c.dpo.update(num_responses=5, kl_prompts=8)
   return configs.override(c, **overrides)
 
 
@@ -48,15 +51,14 @@ def test_dpo_learns_the_rankings_starting_from_the_reference(trained_dpo):
   # Before any update the policy is the reference: every implicit reward is 0.
   assert rows(trained_dpo, "train/reward_margin")[1] == 0.0
   assert rows(trained_dpo, "train/accuracy")[1] == 0.5  # all ties count ½
-  first = [r for r in metrics.read_metrics(trained_dpo) if "dpo/accuracy" in r][0]
-  assert first["step"] == 0 and first["dpo/accuracy"] == 0.5 and first["dpo/loss"] > 0
+  first, last = [r for r in metrics.read_metrics(trained_dpo) if "dpo/accuracy" in r]
+  assert first["step"] == 0 and first["dpo/accuracy"] == 0.5 and first["dpo/kl"] == 0.0
   accuracy = rows(trained_dpo, "train/accuracy")
   assert np.mean([accuracy[s] for s in range(7, 13)]) > 0.9, accuracy  # measured 0.99
-  held_out = rows(trained_dpo, "dpo/accuracy")
-  assert sorted(held_out) == [0, 6, 12] and held_out[12] > 0.8, held_out  # measured 1.0
-  last = metrics.read_metrics(trained_dpo)[-1]
+  assert last["step"] == 12 and last["dpo/accuracy"] > 0.8, last  # measured 1.0
   assert last["dpo/accuracy_lo"] <= last["dpo/accuracy"] <= last["dpo/accuracy_hi"]
   assert last["dpo/reward_margin"] > 0 and last["dpo/loss"] < first["dpo/loss"]
+  assert last["dpo/kl"] != 0.0 and last["dpo/kl_lo"] <= last["dpo/kl"] <= last["dpo/kl_hi"]
   assert "gold/score" not in last and "dpo/label_ceiling" not in last  # no gold judge here
 
 
@@ -74,11 +76,12 @@ def test_the_reference_stays_frozen_while_the_policy_moves(trained_dpo):
   earlier = ocp.StandardCheckpointer().restore(
       os.path.join(workdir, "checkpoints", "6", "state"), target)
   assert int(earlier.step) == 6 and int(state.step) == 12
-  same = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), earlier.reference_params,
-                      state.reference_params)
-  assert all(jax.tree.leaves(same))
-  moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), earlier.params, state.params)
-  assert all(jax.tree.leaves(moved))
+  def host(params):  # NumPy: eager jnp comparisons would compile one program per shape
+    return [np.asarray(x) for x in jax.tree.leaves(params)]
+
+  assert all(np.array_equal(a, b) for a, b in zip(host(earlier.reference_params),
+                                                  host(state.reference_params)))
+  assert not any(np.array_equal(a, b) for a, b in zip(host(earlier.params), host(state.params)))
 
 
 def test_resume_from_a_middle_checkpoint_matches_the_uninterrupted_run(trained_dpo, rankings,
@@ -104,14 +107,19 @@ def test_padding_and_missing_responses_do_not_change_the_loss(trained_dpo, ranki
     logratios = dpo.log_ratios(model, state.params, state.reference_params, tokens, mask)
     return losses.dpo_loss(logratios, ranking_BxK, beta=0.1)[0]
 
-  def padded(max_len, k):
+  def rows_of(max_len, k):
     tokens, mask, _ = pipeline.preference_rows(tok, prompt, responses, max_len=max_len,
                                                num_rows=k)
     ranks = np.full((1, k), -1, np.int32)
     ranks[0, :3] = ranking
-    return float(loss(tokens[None], mask[None], ranks))
+    return tokens[None], mask[None], ranks
 
-  tight = padded(24, 3)
+  tight = float(loss(*rows_of(24, 3)))
   assert abs(tight - math.log(6)) > 1e-3  # log 3! would mean policy = reference
-  np.testing.assert_allclose(padded(48, 3), tight, rtol=2e-6)  # more right padding
-  np.testing.assert_allclose(padded(24, 5), tight, rtol=2e-6)  # two missing responses
+  # Twice the row length and two missing responses, padded with random tokens, not pad.
+  tokens, mask, ranks = rows_of(48, 5)
+  noise = np.random.default_rng(0).integers(0, tok.vocab_size, tokens.shape)
+  after_eos = np.cumsum(mask, axis=-1) == mask.sum(-1, keepdims=True)  # at or after the EOS
+  tokens = np.where(after_eos & (mask == 0), noise, tokens)
+  assert (tokens[0, 3:] != tok.pad_id).any()
+  np.testing.assert_allclose(float(loss(tokens, mask, ranks)), tight, rtol=2e-6)

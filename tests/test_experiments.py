@@ -148,8 +148,8 @@ def test_dpo_smoke_variant_trains(path, tmp_path):
   evals = [r for r in metrics.read_metrics(workdir) if "dpo/accuracy" in r]
   assert [r["step"] for r in evals] == [0, config.total_steps]
   first, last = evals
-  # Step 0: the policy is the reference, so every implicit reward and the KL are 0.
-  assert first["dpo/accuracy"] == 0.5 and first["dpo/reward_margin"] == 0 == first["dpo/kl"]
-  assert last["dpo/accuracy"] > 0.55 and last["dpo/loss"] < first["dpo/loss"], last
-  assert last["dpo/kl"] != 0 and "gold/score" in last and "dpo/label_ceiling" in last
+  # Step 0: the policy is the reference, so every implicit reward is 0.
+  assert first["dpo/accuracy"] == 0.5 and first["dpo/reward_margin"] == 0
+  assert last["dpo/accuracy_lo"] > 0.5 and last["dpo/loss"] < first["dpo/loss"], last
+  assert "gold/score" in last and "dpo/label_ceiling" in last and "dpo/kl" not in last
   assert os.path.exists(os.path.join(workdir, "samples.jsonl"))
