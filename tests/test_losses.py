@@ -168,11 +168,15 @@ def test_tied_responses_are_not_ordered_and_missing_ones_do_not_matter():
 @pytest.mark.parametrize("k", [2, 4])
 def test_at_policy_equal_reference_the_loss_is_log_k_factorial_and_pushes_chosen_up(k):
   ranking = jnp.arange(k)[None]  # response 0 best, k - 1 worst
-  loss, grads = jax.jit(jax.value_and_grad(lambda h: dpo_loss(h, ranking, beta=0.1)[0]))(
-      jnp.zeros((1, k)))
+
+  @jax.jit
+  def losses_and_grads(h):
+    dpo, dpo_grads = jax.value_and_grad(lambda x: losses.dpo_loss(x, ranking, 0.1)[0])(h)
+    return dpo, dpo_grads, jax.grad(lambda x: losses.ipo_loss(x, ranking, 0.1)[0])(h)
+
+  loss, grads, ipo_grads = losses_and_grads(jnp.zeros((1, k)))
   np.testing.assert_allclose(float(loss), math.log(math.factorial(k)), rtol=1e-6)
   assert float(grads[0, 0]) < 0 < float(grads[0, -1])  # descent raises the best, lowers the worst
-  ipo_grads = jax.jit(jax.grad(lambda h: ipo_loss(h, ranking, beta=0.1)[0]))(jnp.zeros((1, k)))
   assert float(ipo_grads[0, 0]) < 0 < float(ipo_grads[0, -1])
 
 
