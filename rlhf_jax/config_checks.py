@@ -2,8 +2,8 @@
 
 Each raises `UserError` naming the key, the value and the fix for the first problem:
   check(config)                values: the shared keys (`configs.base_config`), the stage
-                               blocks (`rm`, `ppo`), choices, and lengths against the model's
-                               context; pure, so a pipeline checks every stage up front;
+                               blocks (`rm`, `ppo`, `dpo`), choices, and lengths against the
+                               model's context; pure, so a pipeline checks every stage up front;
   check_inputs(config)         the runs and files it reads: init_from / ppo.reward_from are
                                finished workdirs of a stage it can start from, with this model
                                and tokenizer; tokenizer.path, rm.reference_path, ppo.ptx_path exist;
@@ -91,6 +91,10 @@ RULES = {
     "ppo.group_size": _AT_LEAST_ONE,
     "ppo.cliprange_high": (lambda v: v >= 0, "a number >= 0 (0 = ppo.cliprange)"),
     "ppo.overlong_buffer": (lambda v: 0 <= v, "an integer >= 0 (0 = off)"),
+    # The DPO block (configs.dpo_block).
+    "dpo.beta": _POSITIVE,
+    "dpo.num_responses": (lambda v: v >= 2, "an integer >= 2 (a ranking compares two or more)"),
+    "dpo.kl_prompts": (lambda v: v >= 0, "an integer >= 0 (0 = no dpo/kl)"),
 }
 CHOICES = {
     "ppo.critic_from": ("reward", "policy"),
@@ -100,6 +104,7 @@ CHOICES = {
     "ppo.kl_in": ("reward", "loss"),
     "ppo.loss_agg": ("token", "sequence", "constant"),
     "ppo.ratio_level": ("token", "sequence"),
+    "dpo.loss": ("dpo", "ipo"),
 }
 # The stages whose workdirs a stage's init_from / ppo.reward_from may name.
 INPUT_STAGES = {
@@ -107,6 +112,7 @@ INPUT_STAGES = {
     "sft": {"init_from": ("pretrain", "sft")},
     "reward": {"init_from": ("pretrain", "sft", "reward")},
     "ppo": {"init_from": ("pretrain", "sft"), "ppo.reward_from": ("reward",)},
+    "dpo": {"init_from": ("pretrain", "sft")},
 }
 _SHAPE_KEYS = ("num_layers", "num_heads", "embed_dim", "max_len")
 
@@ -258,8 +264,10 @@ def check_devices(config, mesh) -> None:
   if "ppo" in config and config.ppo.ptx_coef > 0:
     sharding.check_batch_size(config.ppo.ptx_batch_size, mesh, "--config.ppo.ptx_batch_size")
   gold_eval = config.eval_every and config.gold_eval.num_prompts >= 0 and (
-      config.task == "ppo" or (config.task == "sft" and config.data.path.startswith("world:")))
-  if gold_eval:
+      config.task == "ppo"
+      or (config.task in ("sft", "dpo") and config.data.path.startswith("world:")))
+  sampled_kl = config.eval_every and "dpo" in config and config.dpo.kl_prompts > 0
+  if gold_eval or sampled_kl:
     sharding.check_batch_size(config.gold_eval.batch_size, mesh, "--config.gold_eval.batch_size")
 
 

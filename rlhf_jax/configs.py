@@ -75,6 +75,17 @@ def rm_block() -> ml_collections.ConfigDict:
   ))
 
 
+def dpo_block() -> ml_collections.ConfigDict:
+  """The DPO stage block, `config.dpo` (see rlhf_jax/tasks/dpo.py and losses.dpo_loss)."""
+  return ml_collections.ConfigDict(dict(
+      loss="dpo",                 # dpo: Plackett–Luce over the ranking (pairs: −log σ(r_w − r_l))
+                                  # ipo: (h_w − h_l − 1/(2β))² over the ranking's pairs
+      beta=0.1,                   # β of the implicit reward r = β·log(π / π_ref)
+      num_responses=9,            # K: the most responses a record may have (error if more)
+      kl_prompts=64,              # held-out prompts sampled at each evaluation for dpo/kl; 0 = off
+  ))
+
+
 def mixture_source(path: str = "", tfds_name: str = "", weight: float = 1.0):
   """One entry of `config.data.mixture`."""
   return ml_collections.ConfigDict(dict(path=path, tfds_name=tfds_name, weight=weight))

@@ -41,6 +41,26 @@ def preference_pairs(ranking_BxK):
   return (better_BxKxK & both_BxKxK).astype(jnp.float32)
 
 
+def pairwise_mean(values_BxKxK, ranking_BxK):
+  """(Σ_b 1/|P_b| · Σ_{(i,j) ∈ P_b} v_bij, #{b : |P_b| > 0}): a per-prompt mean over labelled
+  pairs P_b = {(i, j): rank_i < rank_j, both present}, summed over the prompts that have one.
+
+  Every prompt weighs once, however many pairs it has (the reduction of the pairwise
+  losses and metrics below).
+  """
+  pairs_BxKxK = preference_pairs(ranking_BxK)
+  num_pairs_B = jnp.sum(pairs_BxKxK, axis=(1, 2))
+  sum_B = jnp.sum(jnp.where(pairs_BxKxK > 0, values_BxKxK, 0.0), axis=(1, 2))
+  mean_B = sum_B / jnp.maximum(num_pairs_B, 1.0)
+  return jnp.sum(mean_B), jnp.sum(num_pairs_B > 0).astype(jnp.float32)
+
+
+def _differences(scores_BxK):
+  """d_bij = s_bi − s_bj, [B, K, K], in fp32."""
+  scores_BxK = scores_BxK.astype(jnp.float32)
+  return scores_BxK[:, :, None] - scores_BxK[:, None, :]
+
+
 def ranking_loss(scores_BxK, ranking_BxK, margin: float = 0.0):
   """InstructGPT's K-way reward-model loss (Ouyang et al., 2022, eq. 1) as (sum, count).
 
@@ -50,13 +70,7 @@ def ranking_loss(scores_BxK, ranking_BxK, margin: float = 0.0):
   prompt once, however many pairs it has. Each response's score r is computed once
   (by the caller) and enters all C(K, 2) of its comparisons; pairs are the K = 2 case.
   """
-  pairs_BxKxK = preference_pairs(ranking_BxK)
-  scores_BxK = scores_BxK.astype(jnp.float32)
-  diff_BxKxK = scores_BxK[:, :, None] - scores_BxK[:, None, :] - margin
-  pair_loss_BxKxK = -jax.nn.log_sigmoid(diff_BxKxK) * pairs_BxKxK
-  num_pairs_B = jnp.sum(pairs_BxKxK, axis=(1, 2))
-  loss_B = jnp.sum(pair_loss_BxKxK, axis=(1, 2)) / jnp.maximum(num_pairs_B, 1.0)
-  return jnp.sum(loss_B), jnp.sum(num_pairs_B > 0).astype(jnp.float32)
+  return pairwise_mean(-jax.nn.log_sigmoid(_differences(scores_BxK) - margin), ranking_BxK)
 
 
 def ranking_accuracy(scores_BxK, ranking_BxK):
@@ -64,12 +78,59 @@ def ranking_accuracy(scores_BxK, ranking_BxK):
 
   A score tie counts as half right.
   """
-  pairs_BxKxK = preference_pairs(ranking_BxK)
-  diff_BxKxK = scores_BxK[:, :, None] - scores_BxK[:, None, :]
-  right_BxKxK = ((diff_BxKxK > 0) + 0.5 * (diff_BxKxK == 0)) * pairs_BxKxK
-  num_pairs_B = jnp.sum(pairs_BxKxK, axis=(1, 2))
-  accuracy_B = jnp.sum(right_BxKxK, axis=(1, 2)) / jnp.maximum(num_pairs_B, 1.0)
-  return jnp.sum(accuracy_B), jnp.sum(num_pairs_B > 0).astype(jnp.float32)
+  diff_BxKxK = _differences(scores_BxK)
+  return pairwise_mean((diff_BxKxK > 0) + 0.5 * (diff_BxKxK == 0), ranking_BxK)
+
+
+def ranking_margin(scores_BxK, ranking_BxK):
+  """(Σ_b mean_{(i,j) ∈ P_b} (r_i − r_j), #{b : |P_b| > 0}): the mean score margin per prompt."""
+  return pairwise_mean(_differences(scores_BxK), ranking_BxK)
+
+
+# ---------------------------------------------------------------------------- DPO / IPO
+# logratios_BxK: h_k = log π(y_k | x) − log π_ref(y_k | x), summed over response k's tokens.
+
+
+def dpo_loss(logratios_BxK, ranking_BxK, beta: float):
+  """Plackett–Luce DPO (Rafailov et al., 2023, eq. 7 and App. A.3) as (sum, count).
+
+  Implicit reward r_k = β·h_k. A strict ranking y_1 ≻ … ≻ y_K has the PL likelihood
+    P = Π_{k=1}^{K} exp(r_k) / Σ_{j ≥ k} exp(r_j),  loss_b = −log P,
+  and for K = 2 this is DPO's −log σ(r_w − r_l).
+  Ties: tied responses are never compared with each other. Each present response i is
+  scored as the first choice among itself and the responses ranked strictly worse,
+  W_i = {j present: rank_j > rank_i}:
+    loss_b = −Σ_i [r_i − log(exp(r_i) + Σ_{j ∈ W_i} exp(r_j))].
+  By Luce's choice axiom every term is an exact PL probability, P(i ranked above all of
+  W_i); with no ties the terms are the PL factors above, and a tied group's internal
+  order (unknown) is not scored. A response with W_i = ∅ (the worst group) adds 0.
+  Missing responses (rank -1) take no part. sum = Σ_b loss_b, count = #{b with a strict
+  pair}; at r = 0 (policy = reference) loss_b = Σ_i log(1 + |W_i|), log K! when strict.
+  """
+  rewards_BxK = beta * logratios_BxK.astype(jnp.float32)
+  present_BxK = ranking_BxK >= 0
+  worse_BxKxK = preference_pairs(ranking_BxK) > 0        # [b, i, j]: j ∈ W_i
+  k = ranking_BxK.shape[1]
+  in_set_BxKxK = worse_BxKxK | jnp.eye(k, dtype=bool)[None]
+  # log Σ_{j ∈ {i} ∪ W_i} exp(r_j); every set holds i, so it is never empty.
+  log_norm_BxK = jax.nn.logsumexp(jnp.broadcast_to(rewards_BxK[:, None, :], in_set_BxKxK.shape),
+                                  axis=-1, where=in_set_BxKxK)
+  nll_BxK = jnp.where(present_BxK, log_norm_BxK - rewards_BxK, 0.0)
+  scored_B = jnp.any(worse_BxKxK, axis=(1, 2))
+  return (jnp.sum(jnp.where(scored_B, jnp.sum(nll_BxK, axis=1), 0.0)),
+          jnp.sum(scored_B).astype(jnp.float32))
+
+
+def ipo_loss(logratios_BxK, ranking_BxK, beta: float):
+  """IPO (Azar et al., 2023, eq. 17) over the ranking's pairs as (sum, count).
+
+  For each labelled pair (i better than j; ties and missing responses excluded),
+  h_ij = h_i − h_j and loss_ij = (h_ij − 1/(2β))²: the log-ratio gap is regressed to a
+  finite target instead of pushed to infinity. loss_b is the mean over the prompt's pairs
+  (as `ranking_loss`); sum = Σ_b loss_b, count = #{b : |P_b| > 0}.
+  """
+  target = 1.0 / (2.0 * beta)
+  return pairwise_mean(jnp.square(_differences(logratios_BxK) - target), ranking_BxK)
 
 
 # ---------------------------------------------------------------------------- PPO

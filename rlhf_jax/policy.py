@@ -1,7 +1,7 @@
 """Load the language model of any stage's workdir for inference (sample, chat, evaluate).
 
 A workdir holds `config.json`, `tokenizer.json` and orbax checkpoints. The GPT's
-parameters sit where its stage keeps them: `state.params` (pretrain, SFT),
+parameters sit where its stage keeps them: `state.params` (pretrain, SFT, DPO),
 `state.params.backbone` (reward model), `state.policy.params` (PPO).
 """
 import json

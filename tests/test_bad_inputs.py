@@ -33,6 +33,7 @@ PRETRAIN = "--config=experiments/pretrain_world.py:smoke"
 SFT = "--config=experiments/sft_world.py:smoke"
 RM = "--config=experiments/rm_world.py:smoke"
 PPO = "--config=experiments/ppo_world.py:smoke"
+DPO = "--config=experiments/dpo_world.py:smoke"
 PIPELINE = SMOKE_PIPELINE_FLAGS[0]
 RUN = "--workdir={tmp}/run"
 STAGE_DIRS = ("pretrain", "sft", "rm", "ppo")  # {pretrain} ... {ppo}: the smoke pipeline's
@@ -98,8 +99,8 @@ CASES = [
          ("--config.batch_size=-1: must be a number > 0",)),
     Case("main-nothing-to-train", "main", (PRETRAIN, RUN, "--config.total_steps=0"),
          ("total_steps=0", "nothing to train")),
-    Case("main-unknown-task", "main", (PRETRAIN, RUN, "--config.task=dpo"),
-         ("--config.task='dpo'", "pretrain")),
+    Case("main-unknown-task", "main", (PRETRAIN, RUN, "--config.task=bogus"),
+         ("--config.task='bogus'", "pretrain", "dpo")),
     Case("main-unknown-preset", "main", (PRETRAIN, RUN, "--config.model.preset=huge"),
          ("model.preset 'huge'", "nano")),
     Case("main-heads-do-not-divide-width", "main", (PRETRAIN, RUN, "--config.model.num_heads=3"),
@@ -205,6 +206,14 @@ CASES = [
          ("ppo.reward_from is set but init_from is not",)),
     Case("ppo-init-from-without-reward-from", "main", (PPO, RUN, "--config.init_from={tmp}"),
          ("init_from is set but ppo.reward_from is not",)),
+    # ---- DPO block
+    Case("dpo-zero-beta", "main", (DPO, RUN, "--config.dpo.beta=0"),
+         ("--config.dpo.beta=0", "must be a number > 0")),
+    Case("dpo-unknown-loss", "main", (DPO, RUN, "--config.dpo.loss=kto"),
+         ("--config.dpo.loss='kto'", "'ipo'")),
+    Case("dpo-more-responses-than-k", "main",
+         (DPO, RUN, "--config.data.path={data}/rankings_k3.jsonl", "--config.dpo.num_responses=2"),
+         ("rankings_k3.jsonl:1", "a ranking of 3 responses", "dpo.num_responses=2")),
     # ---- data records of every format (file:line and the problem)
     Case("corpus-missing-file", "main", (PRETRAIN, RUN, "--config.data.path={tmp}/nope.txt"),
          ("nope.txt", "matches no file")),

@@ -16,10 +16,11 @@ from rlhf_jax.errors import UserError
     ("ppo.gamma", 1.01), ("ppo.lam", -0.5), ("ppo.kl_coef", -1.0), ("ppo.target_kl", -1.0),
     ("ppo.cliprange", 0.0), ("ppo.cliprange_value", -0.2), ("ppo.epochs", 0),
     ("ppo.num_minibatches", 0), ("ppo.ema_decay", 1.0), ("ppo.kl_estimator", "kl"),
+    ("dpo.beta", 0.0), ("dpo.loss", "kto"), ("dpo.num_responses", 1), ("dpo.kl_prompts", -1),
 ])
 def test_each_out_of_range_value_names_its_key(key, value):
   config = configs.base_config()
-  config.rm, config.ppo = configs.rm_block(), configs.ppo_block()
+  config.rm, config.ppo, config.dpo = configs.rm_block(), configs.ppo_block(), configs.dpo_block()
   config = configs.override(config, **{key: value})
   with pytest.raises(UserError, match=rf"^--config\.{key}="):
     config_checks.check(config)

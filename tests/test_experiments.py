@@ -137,3 +137,19 @@ def test_ppo_smoke_variant_trains(path, tmp_path):
   assert [r["step"] for r in evals] == [0, 3, 6]
   assert ("gold/diff_vs_sft" in evals[-1]) == config.data.path.startswith("world:")
   assert os.path.exists(os.path.join(workdir, "samples.jsonl"))
+
+
+@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if os.path.basename(p) == "dpo_world.py"],
+                         ids=os.path.basename)
+def test_dpo_smoke_variant_trains(path, tmp_path):
+  config = load_experiment(path).get_config("smoke")
+  workdir = str(tmp_path / "run")
+  train.run(config, workdir)
+  evals = [r for r in metrics.read_metrics(workdir) if "dpo/accuracy" in r]
+  assert [r["step"] for r in evals] == [0, config.total_steps]
+  first, last = evals
+  # Step 0: the policy is the reference, so every implicit reward is 0.
+  assert first["dpo/accuracy"] == 0.5 and first["dpo/reward_margin"] == 0
+  assert last["dpo/accuracy_lo"] > 0.5 and last["dpo/loss"] < first["dpo/loss"], last
+  assert "gold/score" in last and "dpo/label_ceiling" in last and "dpo/kl" not in last
+  assert os.path.exists(os.path.join(workdir, "samples.jsonl"))

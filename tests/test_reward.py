@@ -44,9 +44,10 @@ def write_references(path, num_records=24):
   return str(path)
 
 
-def rm_config(data_path, reference_path="", **overrides):
+def tiny_preference_config(task, data_path):
+  """A 1-layer, 32-wide model on `write_rankings` data: 12 steps of 8 prompts."""
   c = configs.base_config()
-  c.task = "reward"
+  c.task = task
   c.data.path = data_path
   c.data.seq_len = 24
   c.model.update(preset="tiny", num_layers=1, embed_dim=32)
@@ -55,6 +56,11 @@ def rm_config(data_path, reference_path="", **overrides):
   c.total_steps = 12
   c.optim.update(lr=3e-3, warmup_steps=2)
   c.update(log_every=1, eval_every=6, eval_steps=2, ckpt_every=4)
+  return c
+
+
+def rm_config(data_path, reference_path="", **overrides):
+  c = tiny_preference_config("reward", data_path)
   c.rm = configs.rm_block()
   c.rm.update(num_responses=5, reference_path=reference_path, reference_max=0)
   return configs.override(c, **overrides)
@@ -93,9 +99,10 @@ def test_rm_learns_and_leaves_metrics_plot_and_normalisation(trained_rm):
   assert saved["step"] == 12 and saved["num_references"] == 24
 
 
-def test_each_response_goes_through_the_backbone_once_per_step(rm_data, tmp_path):
-  """4 prompts × K = 5 rows: the backbone sees 20 rows in one call (not one per pair)."""
-  config = rm_config(rm_data[0], **{"mesh.data": 1, "batch_size": 4})
+def gpt_rows_of_one_step(make_task, config, workdir):
+  """(the first batch's tokens shape, the row shapes of every GPT pass in one step), traced
+  with `jax.eval_shape` on a one-device mesh (nothing is compiled)."""
+  config = configs.override(config, **{"mesh.data": 1})
   mesh = sharding.make_mesh(config.mesh)
   seen = []
 
@@ -105,13 +112,19 @@ def test_each_response_goes_through_the_backbone_once_per_step(rm_data, tmp_path
     return next_fun(*args, **kwargs)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config.mesh)):
-    task = reward.make_task(config, str(tmp_path), mesh)
+    task = make_task(config, workdir, mesh)
     state = jax.eval_shape(task.init, jax.random.key(0))
     batch = next(task.train_data(None))
-    assert batch["tokens"].shape == (4, 5, 24)
     with nn.intercept_methods(count_rows):
       jax.eval_shape(task.step, state, batch, jax.random.key(1))
-  assert seen == [(20, 24)]
+  return batch["tokens"].shape, seen
+
+
+def test_each_response_goes_through_the_backbone_once_per_step(rm_data, tmp_path):
+  """4 prompts × K = 5 rows: the backbone sees 20 rows in one call (not one per pair)."""
+  shape, seen = gpt_rows_of_one_step(reward.make_task, rm_config(rm_data[0], batch_size=4),
+                                     str(tmp_path))
+  assert shape == (4, 5, 24) and seen == [(20, 24)]
 
 
 def test_normalised_reference_rewards_have_mean_zero(trained_rm, rm_data):

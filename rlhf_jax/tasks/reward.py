@@ -24,16 +24,14 @@ import os
 
 import flax
 import jax
-from jax.experimental import multihost_utils
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from rlhf_jax import checkpoint, losses, sharding, tokenizer as tokenizer_lib
-from rlhf_jax.data import formats, packing, pipeline, readers, store
+from rlhf_jax.data import packing, pipeline, readers, store
 from rlhf_jax.errors import UserError
 from rlhf_jax.models import gpt, heads
-from rlhf_jax.tasks import base, lm, reward_metrics
+from rlhf_jax.tasks import base, lm, preferences, reward_metrics
 from rlhf_jax.tasks.base import Task
 
 NORMALIZATION_FILE = "reward_normalization.json"
@@ -58,42 +56,6 @@ def packed_response_scores(model, params, batch, rng=None, deterministic=True):
   return values_RxL[batch["score_row"], batch["score_pos"]]
 
 
-def texts(source, max_chars: int = 20_000_000):
-  """Prompt and response texts of preference records, for a BPE when no init_from gives one."""
-  for index in range(len(source)):
-    record = source[index]
-    for text in [m["content"] for m in record["prompt"]] + record["responses"]:
-      max_chars -= len(text)
-      yield text
-    if max_chars <= 0:
-      return
-
-
-def _data_files(config) -> list[str]:
-  spec, valid = config.data.path, config.data.valid_path
-  if spec.startswith("world:"):
-    size_seed, kind = spec[len("world:"):].split("/")
-    size, seed = size_seed.split(":")
-    world_dir = store.ensure_world(size, int(seed), config.data.cache_dir)
-    return [os.path.join(world_dir, kind, f"{s}.jsonl") for s in ("train", "valid", "test")]
-  return readers.expand_paths(spec) + (readers.expand_paths(valid) if valid else [])
-
-
-def num_responses(config, splits) -> int:
-  """K: the most responses of any record; more than config.rm.num_responses is an error."""
-  k = max(len(split[i]["responses"]) for split in splits.values() for i in range(len(split)))
-  cap = config.rm.num_responses
-  if k <= cap:
-    return k
-  for path in _data_files(config):  # name the first offending record's file:line
-    for lineno, line in readers.iter_lines(path):
-      if line.strip() and k == len(formats.normalize_preferences(json.loads(line))["responses"]):
-        raise UserError(f"{path}:{lineno}: a ranking of {k} responses, but rm.num_responses="
-                        f"{cap}; raise --config.rm.num_responses to {k} or drop the record")
-  raise UserError(f"a preference record has {k} responses, but rm.num_responses={cap}; "
-                  f"raise --config.rm.num_responses to {k}")
-
-
 def warm_start_fn(init_from: str):
   """state → state with init_from's params: all of an RM workdir's, or an SFT/pretrain
   workdir's GPT params as the backbone (the head keeps its fresh init)."""
@@ -107,41 +69,20 @@ def warm_start_fn(init_from: str):
   return warm_start
 
 
-def score_batches(score_fn, params, batches):
-  """(scores [N, K], ranking [N, K], index [N]) of fixed device batches, on the host: the
-  batches are joined on the device and fetched in one transfer per evaluation."""
-  if not batches:
-    raise UserError("no held-out preference batch to evaluate; add data or lower batch_size")
-  columns = {"scores": [score_fn(params, b["tokens"], b["response_mask"]) for b in batches],
-             "ranking": [b["ranking"] for b in batches], "index": [b["index"] for b in batches]}
-  joined = {key: jnp.concatenate(values) for key, values in columns.items()}
-  host = multihost_utils.process_allgather(joined, tiled=True)
-  return tuple(np.asarray(host[key]) for key in ("scores", "ranking", "index"))
-
-
 def make_task(config, workdir: str, mesh) -> Task:
-  splits = store.local_dataset(config.data.path, "preferences", valid_spec=config.data.valid_path,
-                               valid_fraction=config.data.valid_fraction,
-                               skip_malformed=config.data.skip_malformed,
-                               cache=config.data.cache_dir)
-  k = num_responses(config, splits)
-  eval_split = "test" if "test" in splits else "validation"
-  tok = tokenizer_lib.for_stage(config.tokenizer, workdir, config.init_from,
-                                lambda: texts(splits["train"]))
+  splits, k, eval_split, tok, iterator, steps_per_epoch = preferences.prepare(config, workdir,
+                                                                             "rm")
   seq_len = config.data.seq_len
   model_cfg, _ = lm.build_model(config, tok.vocab_size)
   model = heads.RewardModel(model_cfg)
-  local_batch = lm.local_batch(config)
-  common = dict(tokenizer=tok, max_len=seq_len, num_responses=k, batch_size=local_batch,
-                seed=config.seed, shard_index=jax.process_index(),
-                shard_count=jax.process_count(), token_cache=config.data.cache_dir)
-  iterator = functools.partial(pipeline.preference_iterator, **common)
   train_iterator = iterator
-  steps_per_epoch = max(1, len(splits["train"]) // config.batch_size)
   if config.data.pack:
     train_iterator = functools.partial(
-        packing.preference_iterator, num_rows=config.rm.pack_rows // jax.process_count(),
-        num_groups=config.optim.grad_accum_steps, **common)
+        packing.preference_iterator, tokenizer=tok, max_len=seq_len, num_responses=k,
+        batch_size=lm.local_batch(config), num_rows=config.rm.pack_rows // jax.process_count(),
+        num_groups=config.optim.grad_accum_steps, seed=config.seed,
+        shard_index=jax.process_index(), shard_count=jax.process_count(),
+        token_cache=config.data.cache_dir)
     steps_per_epoch = lm.packed_steps_per_epoch(
         functools.partial(train_iterator, splits["train"]))
   total_steps = base.total_steps(config, steps_per_epoch)
@@ -159,14 +100,12 @@ def make_task(config, workdir: str, mesh) -> Task:
 
   init = lm.init_fn(model, tx, seq_len)
   score_fn = jax.jit(functools.partial(response_scores, model))
-  eval_batches = lm.fixed_batches(
-      lambda: iterator(splits[eval_split], shuffle=False, repeat=False, split=eval_split),
-      config.eval_steps, mesh)
+  eval_batches = preferences.eval_batches(config, mesh, iterator, splits, eval_split)
   plot_path = os.path.join(workdir, "rm_reliability.png")
 
   def evaluate(state, rng):
     del rng
-    scores, ranking, index = score_batches(score_fn, state.params, eval_batches())
+    scores, ranking, index = preferences.score_batches(score_fn, state.params, eval_batches())
     metas = [splits[eval_split][int(i)].get("meta", {}) for i in index]
     results = reward_metrics.summarize(scores, ranking, metas, config.rm.margin,
                                        plot_path if jax.process_index() == 0 else "")
@@ -306,9 +245,6 @@ def load_reward_model(workdir: str, mesh=None):
       saved = json.load(f)
   if saved.get("step") == step:
     return model, params, Normalization(saved["bias"], saved["gain"], step), tok
-  train = store.local_dataset(config.data.path, "preferences", valid_spec=config.data.valid_path,
-                              valid_fraction=config.data.valid_fraction,
-                              skip_malformed=config.data.skip_malformed,
-                              cache=config.data.cache_dir)["train"]
+  train = preferences.splits(config)["train"]
   return model, params, write_normalization(config, workdir, model, params, tok, mesh, train,
                                             step), tok

@@ -1,5 +1,7 @@
 """Held-out reward-model metrics from scores and labels, on the host (NumPy, float64).
 
+Named rm/* here; DPO's implicit reward β·log(π/π_ref) gets the same metrics as dpo/*.
+
 Every labelled pair (i better than j: rank_i < rank_j, both present) of a held-out
 record is one comparison. Accuracies are first averaged within a record, then over
 records, and their 95% intervals (`evaluation.interval`) resample records, because the
@@ -19,6 +21,7 @@ C(K, 2) pairs of one prompt are not independent.
 Dimensions: N records, K responses per record, M pairs.
 """
 import collections
+import functools
 
 import numpy as np
 
@@ -100,14 +103,20 @@ def plot_reliability(bins, ece: float, path: str) -> None:
   plots.save(fig, path)
 
 
-def summarize(scores_NxK, ranking_NxK, metas, margin: float = 0.0,
-              plot_path: str = "") -> dict[str, float]:
-  """rm/* metrics of held-out scores (see the module docstring)."""
+def summarize(scores_NxK, ranking_NxK, metas, margin: float = 0.0, plot_path: str = "",
+              prefix: str = "rm", loss_fn=None) -> dict[str, float]:
+  """<prefix>/* metrics of held-out scores (see the module docstring).
+
+  loss_fn(scores, ranking) -> (sum, count) gives <prefix>/loss; default the RM's
+  `losses.ranking_loss` with `margin`. DPO passes its implicit rewards and its own loss.
+  """
   scores_NxK = np.asarray(scores_NxK, np.float64)
   record_pairs = pairs(ranking_NxK)
   keep = [n for n, p in enumerate(record_pairs) if len(p)]
-  loss_sum, count = losses.ranking_loss(scores_NxK[keep], np.asarray(ranking_NxK)[keep], margin)
-  results = {"rm/loss": float(loss_sum) / max(float(count), 1.0), "rm/records": float(len(keep))}
+  loss_fn = loss_fn or functools.partial(losses.ranking_loss, margin=margin)
+  loss_sum, count = loss_fn(scores_NxK[keep], np.asarray(ranking_NxK)[keep])
+  results = {f"{prefix}/loss": float(loss_sum) / max(float(count), 1.0),
+             f"{prefix}/records": float(len(keep))}
   accuracy, margins, ceiling, agreement, all_diffs = [], [], [], [], []
   by_family, by_gap = collections.defaultdict(list), collections.defaultdict(list)
   for n in keep:
@@ -129,18 +138,18 @@ def summarize(scores_NxK, ranking_NxK, metas, margin: float = 0.0,
       agrees = gold_agreement(diff_M, gold_diff_M)
       if agrees.size:
         agreement.append(agrees.mean())
-  _with_interval(results, "rm/accuracy", accuracy)
-  results["rm/margin"] = float(np.mean(margins))
+  _with_interval(results, f"{prefix}/accuracy", accuracy)
+  results[f"{prefix}/margin"] = float(np.mean(margins))
   for family, values in sorted(by_family.items()):
-    results[f"rm/accuracy/family/{family}"] = float(np.mean(values))
+    results[f"{prefix}/accuracy/family/{family}"] = float(np.mean(values))
   for gap, values in sorted(by_gap.items()):
-    results[f"rm/accuracy/gap/{gap}"] = float(np.mean(values))
+    results[f"{prefix}/accuracy/gap/{gap}"] = float(np.mean(values))
   if ceiling:
-    _with_interval(results, "rm/label_ceiling", ceiling)
+    _with_interval(results, f"{prefix}/label_ceiling", ceiling)
   if agreement:
-    _with_interval(results, "rm/gold_agreement", agreement)
+    _with_interval(results, f"{prefix}/gold_agreement", agreement)
   ece, bins = calibration(np.concatenate(all_diffs), margin)
-  results["rm/ece"] = ece
+  results[f"{prefix}/ece"] = ece
   if plot_path:
     plot_reliability(bins, ece, plot_path)
   return results
