@@ -15,8 +15,8 @@ Any stage setting can be overridden as --config.<stage>.<key>, e.g.
 Run only some stages with --config.stages=sft,rm,ppo (a link from a stage not run leaves
 that stage's own setting: pass --config.sft.init_from=runs/world_pretrain).
 The other methods, each from the same SFT model and RM, are stages too: add them with
-  --config.stages=pretrain,sft,rm,ppo,grpo,rloo
-(`grpo_world.py`, `rloo_world.py`, in WORKDIR/grpo and WORKDIR/rloo); the report then
+  --config.stages=pretrain,sft,rm,ppo,grpo,rloo,dpo
+(`grpo_world.py`, `rloo_world.py`, `dpo_world.py`, in WORKDIR/<method>); the report then
 compares every method with SFT and PPO (gold score, RM score, KL to SFT, wall-clock,
 samples generated) and plots gold score against KL per method.
 
@@ -47,7 +47,8 @@ import ml_collections
 from rlhf_jax import configs
 
 STAGE_EXPERIMENTS = {"pretrain": "pretrain_world", "sft": "sft_world", "rm": "rm_world",
-                     "ppo": "ppo_world", "grpo": "grpo_world", "rloo": "rloo_world"}
+                     "ppo": "ppo_world", "grpo": "grpo_world", "rloo": "rloo_world",
+                     "dpo": "dpo_world"}
 
 
 def get_config(arg=None):
@@ -57,7 +58,8 @@ def get_config(arg=None):
   c.stages = "pretrain,sft,rm,ppo"
   # <stage>.<key>=<earlier stage>: the runner sets the key to that stage's workdir.
   c.links = ",".join(["sft.init_from=pretrain", "rm.init_from=sft"] + [
-      f"{method}.init_from=sft,{method}.ppo.reward_from=rm" for method in ("ppo", "grpo", "rloo")])
+      f"{method}.init_from=sft,{method}.ppo.reward_from=rm" for method in ("ppo", "grpo", "rloo")]
+      + ["dpo.init_from=sft"])
   here = os.path.dirname(os.path.abspath(__file__))
   for stage, name in STAGE_EXPERIMENTS.items():
     c[stage] = configs.experiment_module(os.path.join(here, f"{name}.py")).get_config(arg)
