@@ -278,7 +278,7 @@ CASES = [
     # ---- the pipeline: every stage's values and outside inputs before the first stage trains
     Case("pipeline-stage-value", "main", (PIPELINE, RUN, "--config.ppo.ppo.gamma=2"),
          ("stage ppo:", "ppo.gamma=2")),
-    Case("pipeline-unknown-stage", "main", (PIPELINE, RUN, "--config.stages=pretrain,dpo"),
+    Case("pipeline-unknown-stage", "main", (PIPELINE, RUN, "--config.stages=pretrain,bogus"),
          ("not a stage",)),
     Case("pipeline-link-to-a-missing-key", "main",
          (PIPELINE, RUN, "--config.links=sft.init_frm=pretrain"), ("no key 'init_frm'",)),

@@ -112,7 +112,7 @@ def test_stage_configs_resolve_links_and_check_them():
   assert stages["rm"].init_from == "/runs/x/sft"
   for stages_value, links, message in [("sft,pretrain", config.links, "does not run before"),
                                        ("pretrain,sft", "sft.init_frm=pretrain", "no key"),
-                                       ("pretrain,dpo", config.links, "not a stage"),
+                                       ("pretrain,bogus", config.links, "not a stage"),
                                        ("pretrain,sft", "sft=pretrain", "comma-separated")]:
     config.stages, config.links = stages_value, links
     with pytest.raises(UserError, match=message):
