@@ -194,3 +194,17 @@ def test_ipo_loss_equals_pair_enumeration():
                          beta=beta)
   assert float(count) == prompts
   np.testing.assert_allclose(float(loss), total, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss_fn", ["dpo_loss", "ipo_loss"])
+def test_a_prompts_preference_loss_does_not_depend_on_the_other_prompts(loss_fn):
+  """Each record's loss is its own: a batch's (sum, count) is the sum over its records
+  taken one at a time, whatever records share the batch."""
+  fn = {"dpo_loss": dpo_loss, "ipo_loss": ipo_loss}[loss_fn]  # jitted: one compile per shape
+  logratios, ranking = random_rankings(np.random.default_rng(21), batch=8, k=4)
+  alone = [fn(jnp.asarray(logratios[i:i + 1]), jnp.asarray(ranking[i:i + 1]), beta=0.3)
+           for i in range(8)]
+  for order in (np.arange(8), np.random.default_rng(2).permutation(8)):
+    total, count = fn(jnp.asarray(logratios[order]), jnp.asarray(ranking[order]), beta=0.3)
+    np.testing.assert_allclose(float(total), sum(float(a[0]) for a in alone), rtol=1e-6)
+    assert float(count) == sum(float(a[1]) for a in alone)
