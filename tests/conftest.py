@@ -9,8 +9,11 @@ import subprocess
 import sys
 import tempfile
 
+# Compiling is most of the suite's CPU time and the test models are tiny: XLA's backend
+# optimisation level 0 cut the CPU time of the critic-free PPO tests from 51 s to 32 s.
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    " --xla_backend_optimization_level=0")
 os.environ["JAX_CPU_ENABLE_ASYNC_DISPATCH"] = "false"
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ.setdefault(
