@@ -17,6 +17,9 @@ Variants:
 
 Model and budget: ppo_world.py's (the `nano` SFT policy, 24-token responses at temperature
 1, 32 episodes per iteration, 50 iterations, lr 1e-5), so the two compare at equal samples.
+Measured (the pipeline's default world, seed 0, from its SFT and RM; cores shared with
+other work): 4.8 min; gold 0.290 [0.242, 0.337] against SFT's 0.296, difference −0.005
+[−0.027, +0.014], KL to SFT 0.28 nats, RM score −0.192 → −0.155.
 Consumes the sft_world (init_from) and rm_world (ppo.reward_from) workdirs.
 """
 import os
