@@ -49,7 +49,7 @@ def get_config(arg=None):
   c.data.path = "world:small:0/prompts"
   c.model.preset = "nano"
   c.batch_size = 32
-  c.total_steps = 50
+  c.total_steps = 25
   c.optim.update(lr=1e-5, schedule="constant", warmup_steps=0, weight_decay=0.0,
                  b2=0.999, grad_clip=1.0)
   c.log_every = 1
@@ -59,7 +59,8 @@ def get_config(arg=None):
   c.gold_eval.num_prompts = 128
   c.ppo = configs.ppo_block()
   c.ppo.update(reward_from="runs/world_rm", max_prompt_len=64, response_len=24, kl_coef=0.05,
-               epochs=1, num_minibatches=2, critic_lr=5e-5)
+               epochs=1, num_minibatches=2, critic_lr=5e-5,
+               temperature=0.7)  # lm-human-preferences' rollout temperature
   if arg == "instructgpt":
     c.ppo.update(kl_coef=0.02, target_kl=0.0, epochs=1, num_minibatches=8, ema_decay=0.992,
                  ptx_coef=27.8, ptx_path="world:small:0/corpus", ptx_batch_size=16,

@@ -74,13 +74,17 @@ def get_config(arg=None):
   c.eval_every = 1000       # evaluations fall on epoch boundaries (and the last step)
   c.eval_steps = 1000       # all held-out records
   c.ckpt_every = 50
+  c.data.pack = True        # each batch's 64 responses in 32 rows (rlhf_jax/data/packing.py)
   c.rm = configs.rm_block()
-  if arg == "pairs":        # one epoch of the rankings' pairs in 105 steps
+  c.rm.pack_rows = 32
+  if arg == "pairs":        # one epoch of the rankings' pairs in as many steps
     c.data.path = "world:small:0/pairs"
+    c.data.pack = False
     c.batch_size = 96
   if arg == "onpolicy":     # written by python -m rlhf_jax.collect (see above)
     c.data.path = "runs/world_collect/train.jsonl"
     c.data.valid_path = "runs/world_collect/test.jsonl"
   if arg == "smoke":
-    configs.smoke(c, init_from="", epochs=0.0, eval_steps=4, **{"rm.reference_max": 64})
+    configs.smoke(c, init_from="", epochs=0.0, eval_steps=4,
+                  **{"rm.reference_max": 64, "data.pack": False})
   return c

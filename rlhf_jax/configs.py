@@ -131,6 +131,7 @@ def report_block() -> ml_collections.ConfigDict:
       batch_size=32,              # prompts per generation call (divisible by the devices)
       max_new_tokens=48,          # response budget
       best_of="4,16",             # N of each best-of-N policy, comma-separated
+      temperature=0.7,            # best-of-N's SFT sampling temperature (> 0)
       num_examples=6,             # example responses shown in report.md
       seed=0))
 

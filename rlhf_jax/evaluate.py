@@ -13,7 +13,7 @@ When DIR is a pipeline workdir (stage workdirs DIR/pretrain, DIR/sft, DIR/rm, DI
 it writes the pipeline's report instead (`rlhf_jax.report`): DIR/report.md, report.json
 and plots, comparing base, sft, best-of-N (--best_of) and ppo.
   python -m rlhf_jax.evaluate --workdir DIR [--num_prompts 0] [--best_of 4,16]
-      [--num_examples 5]
+      [--temperature 0.7] [--num_examples 5]
 """
 import argparse
 import json
@@ -101,6 +101,8 @@ def main(argv=None) -> int:
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--best_of", default="4,16", help="pipeline report: best-of-N counts")
+  parser.add_argument("--temperature", type=float, default=0.7,
+                      help="pipeline report: best-of-N's SFT sampling temperature")
   parser.add_argument("--num_examples", type=int, default=5,
                       help="pipeline report: example prompts shown with every response")
   args = parser.parse_args(argv)

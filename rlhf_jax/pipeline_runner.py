@@ -104,7 +104,7 @@ def _check_before_training(config, workdir: str, stages) -> None:
         config_checks.check_inputs(stage_config, produced)
   if config.report.num_prompts:
     from rlhf_jax import report  # pylint: disable=g-import-not-at-top
-    report.best_of_counts(config.report.best_of)
+    report.check_config(config.report)
     sharding.check_batch_size(config.report.batch_size, report.report_mesh(),
                               "--config.report.batch_size")
 

@@ -7,8 +7,9 @@ the report compares, by the gold judge (`evaluation`), the policies
 
   base        the pretrained model prompted few-shot (Q:/A: with same-family demonstrations)
   sft         the SFT model, greedy
-  best_of_N   N samples of the SFT model at temperature 1, the one the RM scores highest
-              (a smaller N takes the first N of the largest N's candidates)
+  best_of_N   N samples of the SFT model at `report.temperature` (0.7 by default, PPO's
+              rollout temperature), the one the RM scores highest (a smaller N takes the
+              first N of the largest N's candidates)
   ppo, dpo, grpo, rloo   each method's policy (newest checkpoint), greedy
 
 with 95% bootstrap intervals over prompts: gold score overall, per category and family;
@@ -63,6 +64,14 @@ def best_of_counts(spec: str) -> list[int]:
   if any(n < 1 for n in counts):
     raise UserError(f"best_of={spec!r}; give comma-separated sample counts like '4,16'")
   return counts
+
+
+def check_config(report_config) -> None:
+  """UserError naming the first bad setting of a `configs.report_block()`."""
+  best_of_counts(report_config.best_of)
+  if not report_config.temperature > 0:
+    raise UserError(f"report temperature={report_config.temperature}: best-of-N samples "
+                    "need a temperature > 0 (0.7 is PPO's rollout temperature)")
 
 
 def _stages(workdir: str, notes: list[str]) -> dict[str, str]:
@@ -161,7 +170,7 @@ class _Run:
 def _best_of(run: _Run, counts: list[int]):
   """(candidates [N][K], RM [N, K], gold totals [N, K]) of K = max(counts) SFT samples."""
   k, n = counts[-1], len(run.records)
-  flat = run.texts(run.sft, temperature=1.0, repeat=k, rng=jax.random.fold_in(run.key, 1))
+  flat = run.texts(run.sft, temperature=run.cfg.temperature, repeat=k, rng=jax.random.fold_in(run.key, 1))
   candidates = [flat[i * k:(i + 1) * k] for i in range(n)]
   rm_NxK = run.rm([r["messages"] for r in run.records], candidates)
   gold_NxK = evaluation.score([m for m in run.metas for _ in range(k)], flat)["total"]
@@ -323,6 +332,7 @@ def write_report(pipeline_workdir: str, report_config) -> dict:
   cfg = report_config
   notes = []
   stages = _stages(workdir, notes)
+  check_config(cfg)
   counts = best_of_counts(cfg.best_of) if "rm" in stages else []
   mesh = report_mesh()
   with jax.set_mesh(mesh):

@@ -285,6 +285,8 @@ CASES = [
     Case("pipeline-missing-outside-input", "main",
          (PIPELINE, RUN, "--config.stages=rm,ppo", "--config.rm.init_from={tmp}/no_sft"),
          ("stage rm:", "init_from=", "no_sft", "does not exist")),
+    Case("pipeline-report-temperature", "main",
+         (PIPELINE, RUN, "--config.report.temperature=0"), ("temperature=0", "> 0")),
 ]
 
 # Cases that read the smoke pipeline's trained workdirs (a {stage} placeholder).
