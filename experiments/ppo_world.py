@@ -23,19 +23,28 @@ Variants:
                  BPE trained on the prompts, 6 iterations; seconds on a CPU.
 
 Model: the `nano` SFT policy (6 layers, 384 wide) and RM; prompts up to 64 tokens, 24-token
-responses at temperature 1, batch 32, 1 PPO epoch of 2 minibatches, lr 1e-5 (critic 5e-5),
-β = 0.05 fixed, 50 iterations (1,600 episodes), gold evaluation on 128 test prompts.
-Hardware: 2 CPU cores; measured 8.4 min wall for the 50 iterations and 3 evaluations.
-Measured (seed 0, from the measured sft_world and rm_world workdirs): the RM score rose
-(eval/score −0.34 → 0.17) while the gold score fell, 0.323 [0.263, 0.383] (SFT) → 0.207
-[0.157, 0.261], gold/diff_vs_sft −0.117 [−0.172, −0.065], ppo/kl 3.4 nats at the end:
-reward over-optimisation. That RM scores refusals low even on harmful prompts, and PPO
-learns to stop refusing them (harmful 0.88 → 0.06); the other families move by ≤ 0.11.
-A better reward model (rm_world's accuracy is 8 points under its label ceiling) or a
-larger kl_coef is needed before PPO beats SFT here.
-In the main pipeline (chatgpt_world.py, world v3 RM, 10 min): gold/score 0.276 (step 0)
-→ 0.271 (25) → 0.260 (50) on 128 prompts, ppo/kl 0.25–1.0; the report's PPO − SFT is
-−0.006 [−0.022, +0.009] while the RM score of the greedy answers rose −0.19 → −0.13.
+responses sampled at temperature 0.7 (lm-human-preferences' value; log-probs and KL at the
+same temperature), batch 32, 1 PPO epoch of 2 minibatches, lr 1e-5 (critic 5e-5),
+β = 0.05 fixed, 25 iterations (800 episodes), gold evaluation on 128 test prompts.
+Hardware: 2 CPU cores; measured 2.9 min wall on quiet cores in the main pipeline.
+Measured (seed 0, world v4, the pipeline's SFT and RM): gold/score 0.276 [0.224, 0.333]
+(SFT) → 0.297 [0.242, 0.358], gold/diff_vs_sft +0.021 [+0.003, +0.042] (paired, 95%
+bootstrap), win rate 0.523; ppo/kl 0.42 nats at the end, RM score of the greedy answers
+−0.68 → −0.37. 26 of the 128 greedy answers changed score, 16 up: brainstorm lists lose
+junk items (0.38 → 0.49), refusals of harmful requests lose their filler (0.88 → 0.93), a
+benign question is answered instead of refused; format answers lose a little (0.099 →
+0.094); gold/hygiene 0.65 → 0.75. Why 0.7 and 25 iterations, from the same SFT and world v4 RM (one
+seed each; the report's 174 prompts are a separate check of the choice):
+  rollouts at 1.0, 25 iterations: +0.004 [−0.016, +0.022]. Among 8 samples of the SFT
+    model per prompt the RM's favourite scores 0.245 gold at temperature 1.0, below the
+    greedy answer's 0.296, but 0.323 at 0.7: at 1.0 the samples are mostly garbled text
+    the RM never saw in its rankings, and it ranks them no better than chance.
+  rollouts at 0.7: +0.032 [+0.013, +0.050] at 25 iterations, +0.006 [−0.017, +0.030] at
+    50 while the RM score kept rising (−0.37 → −0.08 → 0.00): over-optimisation after 25.
+  β = 0.1 at 0.7: +0.018 [+0.002, +0.034] at 25, +0.012 [−0.010, +0.038] at 50.
+Earlier (world v2 RM, rollouts at 1.0, 50 iterations): the RM score rose while gold fell,
+0.323 → 0.207 (−0.117 [−0.172, −0.065]), ppo/kl 3.4 nats: that RM scored refusals low
+even on harmful prompts and PPO learned to stop refusing them (harmful 0.88 → 0.06).
 Consumes the sft_world (init_from) and rm_world (ppo.reward_from) workdirs.
 """
 from rlhf_jax import configs

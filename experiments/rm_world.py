@@ -11,28 +11,35 @@ world's SFT demonstrations set the normalisation (mean 0), saved next to the che
 
 Run (after SFT into runs/world_sft):
   python -m rlhf_jax.main --config=experiments/rm_world.py --workdir=runs/world_rm
-The same 10,089 comparisons in the same 105 steps, fed as shuffled independent pairs
-(96 pairs = 192 rows per step, where K-way batching needs 64 rows for its 16 × 6 pairs):
+The same comparisons (30,083 pairs) in about as many steps (313), fed as shuffled
+independent pairs (96 pairs = 192 rows per step, where K-way batching reads the 64
+responses of its 16 × 6 pairs in 32 packed rows):
   python -m rlhf_jax.main --config=experiments/rm_world.py:pairs --workdir=runs/world_rm_pairs
 Score files with it:
   python -m rlhf_jax.score --workdir=runs/world_rm --data=FILE.jsonl --out=scores.jsonl
 
 Model: the SFT `nano` (6 layers, 384 wide) and its tokenizer; rows of 96 tokens (longer
 rows lose prompt tokens first, then the response's end; the EOS stays), batch 16 prompts
-(64 rows), 1 epoch over the training rankings (103 steps), lr 1e-4.
-Hardware: 2 CPU cores; measured 18.8 min wall (12.8 min of CPU time: the cores were
-shared with other jobs) from the measured sft_world workdir.
-Measured (seed 0, 103 steps): held-out rm/accuracy 0.487 (step 0) → 0.726 [0.706, 0.747]
-against rm/label_ceiling 0.807 [0.790, 0.822] (8 points below: not yet within the 5-point
-target; longer training is the next thing to try), rm/gold_agreement 0.848 [0.829, 0.866]
-(the RM orders pairs more like the gold judge than the noisy labels do), rm/ece 0.049;
-normalisation bias −1.82 on the 648 SFT demonstrations. Those numbers are on the world's v2
-rankings; v3 adds off-topic answers (more gold ties, a lower ceiling). In the main
-pipeline on v3 (20 min on shared cores): rm/accuracy 0.687 [0.665, 0.709] against a label
-ceiling of 0.781, rm/gold_agreement 0.821, rm/ece 0.035 (lr 3e-4: 0.677, so 1e-4 stays).
-`:pairs`, the same comparisons as shuffled pairs in the same 103 steps: rm/accuracy 0.728
-[0.708, 0.746], rm/gold_agreement 0.834 [0.817, 0.851], at 44 CPU-minutes against the
-K-way run's 15 (each response goes through the network once per prompt, not once per pair).
+whose 64 responses are packed, one segment each, into 32 rows (`data.pack`; each score is
+read at its response's EOS, as unpacked: tests/test_packing.py), 1 epoch over the 5,014
+training rankings of world v4 (320 steps), lr 1e-4 cosine.
+Hardware: 2 CPU cores; measured 13.6 min wall on quiet cores in the main pipeline
+(chatgpt_world.py), from its SFT model: 11 min of training and two evaluations of the
+1,100 held-out rankings (steps 0 and 320). Over the 10-minute budget.
+Measured (world v4, seed 0): held-out rm/accuracy 0.468 (step 0) → 0.717 [0.704, 0.729]
+against rm/label_ceiling 0.786 [0.777, 0.795]: 6.9 points below, not yet within the
+5-point target; rm/gold_agreement 0.853 [0.843, 0.864] (the RM orders pairs more like the
+gold judge than the noisy labels do), rm/ece 0.019; normalisation bias −1.42 on the SFT
+demonstrations. Where the points go (world v3 RM, test rankings): it orders the ideal
+answer above a wrong one only 0.60 of the time (it cannot check facts and sums the SFT
+model does not know), against 0.99–1.00 for repetitive, rambling or refusing answers.
+Data beats passes: on world v3 (2,400 rankings, 1,668 for training), 1 epoch reached
+0.687 [0.665, 0.709] (label ceiling 0.781) and 3 packed epochs (318 steps, 10.5 min)
+0.696 [0.676, 0.716], where v4's three times the rankings in the same 320 steps reach
+0.717; lr 3e-4 on v3: 0.677. On world v2 (before off-topic answers; 1 epoch, unpacked,
+103 steps): rm/accuracy 0.726 [0.706, 0.747] against a ceiling of 0.807, and `:pairs`
+0.728 [0.708, 0.746] at 44 CPU-minutes against K-way's 15 (each response goes through the
+network once per prompt, not once per pair).
 `:onpolicy`, InstructGPT's data: the SFT model's own samples (K = 4 per ranking prompt,
 temperature 1, 24 tokens) ranked by the world's simulated labelers, collected first with
   python -m rlhf_jax.collect --policy_workdir=runs/world_sft --out=runs/world_collect
@@ -45,13 +52,11 @@ SFT model's own samples like the gold judge 0.605 of the time, where the model t
 the hand-made tiers manages 0.527 (chance: the tiers do not look like the policy's
 samples), and its best-of-4 pick scores 0.273 gold against 0.240 for a random sample (the
 tier-trained RM: 0.235).
-Packed rows: --config.data.pack=True --config.rm.pack_rows=32 puts each batch's responses,
-one segment each, into 32 rows of 96 instead of 64 (78 real tokens per row instead of 40;
-15.7 of the 16 records fit, the rest open the next batch: 106 steps per epoch instead of
-104); each response's score is read at its EOS as unpacked (not yet trained to the numbers
-above).
+Packing: 32 rows of 96 hold 78 real tokens each where 64 unpacked rows hold 40 (on v3:
+15.7 of the 16 records fit, the rest open the next batch); --config.data.pack=False
+trains unpacked.
 Variant `:smoke` — no init_from: a tiny model and its own BPE on the preference texts,
-30 steps; seconds on a CPU.
+unpacked, 30 steps; seconds on a CPU.
 Consumes an SFT workdir (init_from); feeds PPO (reward and critic) and best-of-N.
 """
 from rlhf_jax import configs
@@ -79,12 +84,12 @@ def get_config(arg=None):
   c.rm.pack_rows = 32
   if arg == "pairs":        # one epoch of the rankings' pairs in as many steps
     c.data.path = "world:small:0/pairs"
-    c.data.pack = False
+    c.data.pack, c.rm.pack_rows = False, 0
     c.batch_size = 96
   if arg == "onpolicy":     # written by python -m rlhf_jax.collect (see above)
     c.data.path = "runs/world_collect/train.jsonl"
     c.data.valid_path = "runs/world_collect/test.jsonl"
   if arg == "smoke":
     configs.smoke(c, init_from="", epochs=0.0, eval_steps=4,
-                  **{"rm.reference_max": 64, "data.pack": False})
+                  **{"rm.reference_max": 64, "data.pack": False, "rm.pack_rows": 0})
   return c
