@@ -18,21 +18,18 @@ IPO instead of DPO (pairs of each ranking, target gap 1/(2β) = 5 nats):
   python -m rlhf_jax.main --config=experiments/dpo_world.py:ipo --workdir=runs/world_ipo
 
 Model: the SFT `nano` (6 layers, 384 wide) and its tokenizer; rows of 96 tokens (longer
-rows lose prompt tokens first), batch 16 prompts (64 rows), 1 epoch over the 1,668
-training rankings (104 steps), lr 1e-5 (PPO's) constant after 10 warm-up steps, no
-weight decay.
-Hardware: 2 CPU cores; measured 17.9 min wall (17.8 CPU-min, cores shared with another
-pipeline) from the pipeline's SFT (world v3, pretraining cut to 200 steps), evaluations at
-steps 0 and 104.
-Measured (seed 0): held-out dpo/accuracy 0.5 (step 0, policy = reference) → 0.659 [0.637,
-0.681] on 352 test rankings (rm_world's RM from the same SFT: 0.687 [0.665, 0.709]; label
-ceiling 0.781), dpo/gold_agreement 0.770 (the RM: 0.821), dpo/ece 0.064. But the policy
-hardly moved where it samples: dpo/kl 0.34 [0.14, 0.61] nats; 83 of the 128 greedy test
-answers are unchanged, gold/score 0.276 [0.224, 0.333] (SFT, step 0) → 0.272 [0.221,
-0.329], paired difference −0.003 [−0.009, +0.003] (ppo_world from the same SFT and RM:
-0.260 after 50 iterations). The implicit reward learns the labels almost as well as the RM
-while the greedy answers stay SFT's; a larger lr or more epochs is the next thing to try.
-`:ipo` (18.1 min, same SFT): dpo/accuracy 0.672 [0.650, 0.695], dpo/gold_agreement 0.793,
+rows lose prompt tokens first), batch 16 prompts (64 rows), 104 steps (a third of an epoch
+of world v4's 5,014 training rankings), lr 1e-5 (PPO's) constant after 10 warm-up steps,
+no weight decay; evaluations at steps 0 and 104 on 352 of the 1,100 held-out rankings.
+Hardware: 2 CPU cores; measured 10.8 min wall in the main pipeline (world v4), from its
+SFT model (a short test run shared the cores for 2 of those minutes).
+Measured (seed 0, world v4): held-out dpo/accuracy 0.5 (step 0, policy = reference) →
+0.671 [0.646, 0.692] (the pipeline's RM: 0.717 on all 1,100), label ceiling 0.784,
+dpo/gold_agreement 0.769, dpo/ece 0.063; dpo/kl 0.10 nats; gold/score on 128 held-out RL
+prompts 0.276 (SFT, step 0) → 0.295. On world v3 (1 epoch of its 1,668 rankings, 17.9
+min on shared cores): dpo/accuracy 0.659 [0.637, 0.681], dpo/kl 0.34 nats, gold/score
+0.276 → 0.272 (−0.003 [−0.009, +0.003]).
+`:ipo` (world v3, 18.1 min, same SFT): dpo/accuracy 0.672 [0.650, 0.695], dpo/gold_agreement 0.793,
 dpo/kl 0.07 nats, gold/score 0.276 → 0.288 [0.233, 0.349], paired difference +0.013
 [+0.001, +0.027] (100 of 128 answers unchanged; one seed).
 Variant `:smoke` — no init_from: a tiny fresh policy (= reference) and its own BPE on the
