@@ -24,11 +24,14 @@ Variants:
   :smoke — ppo_world.py:smoke's tiny random policy and RM, G = 2, 6 iterations; seconds.
 
 Model and budget: ppo_world.py's (the `nano` SFT policy, 24-token responses at temperature
-1, 32 episodes per iteration, 50 iterations, lr 1e-5), so the two compare at equal samples.
-Measured (the pipeline's default world, seed 0, from its SFT and RM; cores shared with
-other work): 4.5 min; gold 0.302 [0.252, 0.351] against SFT's 0.296, difference +0.007
-[−0.026, +0.041] (not significant), KL to SFT 0.39 nats, RM score −0.192 → −0.143. The
-variants (:dr, :dapo, :gspo) have not been run at full size.
+0.7, 32 episodes per iteration, 25 iterations, lr 1e-5), so the two compare at equal
+samples. Measured (the pipeline's default world v4, seed 0, from its SFT and RM, quiet
+cores): 1.9 min; on its own evaluation (128 held-out RL-split prompts) gold/diff_vs_sft
++0.039 [+0.013, +0.070]; in the report (174 SFT-split prompts) gold 0.319 [0.271, 0.368]
+against SFT's 0.296, difference +0.024 [−0.013, +0.061] (not significant on these
+prompts), KL to SFT 0.23 nats, RM score −0.256 → −0.127. On world v3 (rollouts at 1.0, 50
+iterations) it did not beat SFT. The variants (:dr, :dapo, :gspo) have not been run at
+full size.
 Consumes the sft_world (init_from) and rm_world (ppo.reward_from) workdirs.
 """
 import os

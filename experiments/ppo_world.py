@@ -33,8 +33,10 @@ bootstrap), win rate 0.523; ppo/kl 0.42 nats at the end, RM score of the greedy 
 −0.68 → −0.37. 26 of the 128 greedy answers changed score, 16 up: brainstorm lists lose
 junk items (0.38 → 0.49), refusals of harmful requests lose their filler (0.88 → 0.93), a
 benign question is answered instead of refused; format answers lose a little (0.099 →
-0.094); gold/hygiene 0.65 → 0.75. Why 0.7 and 25 iterations, from the same SFT and world v4 RM (one
-seed each; the report's 174 prompts are a separate check of the choice):
+0.094); gold/hygiene 0.65 → 0.75. On the pipeline report's 174 held-out SFT-split prompts
+(uniform over families, not used to choose anything) the gain is not significant: PPO −
+SFT +0.007 [−0.013, +0.023]. Why 0.7 and 25 iterations, from the same SFT and world v4
+RM (one seed each, on the 128 RL-split test prompts):
   rollouts at 1.0, 25 iterations: +0.004 [−0.016, +0.022]. Among 8 samples of the SFT
     model per prompt the RM's favourite scores 0.245 gold at temperature 1.0, below the
     greedy answer's 0.296, but 0.323 at 0.7: at 1.0 the samples are mostly garbled text

@@ -16,10 +16,12 @@ Variants:
   :smoke — ppo_world.py:smoke's tiny random policy and RM, G = 2, 6 iterations; seconds.
 
 Model and budget: ppo_world.py's (the `nano` SFT policy, 24-token responses at temperature
-1, 32 episodes per iteration, 50 iterations, lr 1e-5), so the two compare at equal samples.
-Measured (the pipeline's default world, seed 0, from its SFT and RM; cores shared with
-other work): 4.8 min; gold 0.290 [0.242, 0.337] against SFT's 0.296, difference −0.005
-[−0.027, +0.014], KL to SFT 0.28 nats, RM score −0.192 → −0.155.
+0.7, 32 episodes per iteration, 25 iterations, lr 1e-5), so the two compare at equal
+samples. Measured (the pipeline's default world v4, seed 0, from its SFT and RM, quiet
+cores): 2.0 min; on its own evaluation (128 held-out RL-split prompts) gold/diff_vs_sft
++0.021 [+0.006, +0.040]; in the report (174 SFT-split prompts) gold 0.287 [0.241, 0.331]
+against SFT's 0.296, difference −0.009 [−0.026, +0.004], KL to SFT 0.24 nats, RM score
+−0.256 → −0.152. On world v3 (rollouts at 1.0, 50 iterations) it did not beat SFT.
 Consumes the sft_world (init_from) and rm_world (ppo.reward_from) workdirs.
 """
 import os

@@ -170,7 +170,8 @@ class _Run:
 def _best_of(run: _Run, counts: list[int]):
   """(candidates [N][K], RM [N, K], gold totals [N, K]) of K = max(counts) SFT samples."""
   k, n = counts[-1], len(run.records)
-  flat = run.texts(run.sft, temperature=run.cfg.temperature, repeat=k, rng=jax.random.fold_in(run.key, 1))
+  flat = run.texts(run.sft, temperature=run.cfg.temperature, repeat=k,
+                   rng=jax.random.fold_in(run.key, 1))
   candidates = [flat[i * k:(i + 1) * k] for i in range(n)]
   rm_NxK = run.rm([r["messages"] for r in run.records], candidates)
   gold_NxK = evaluation.score([m for m in run.metas for _ in range(k)], flat)["total"]
