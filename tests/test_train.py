@@ -240,8 +240,10 @@ def test_a_second_interrupt_aborts_at_once(corpus_path, tmp_path, monkeypatch):
   def device_batch_then_interrupt_twice(batch, mesh):
     batches_fed.append(1)
     if len(batches_fed) == 3:
-      os.kill(os.getpid(), signal.SIGINT)  # the handler runs before os.kill returns
-      os.kill(os.getpid(), signal.SIGINT)
+      # raise_signal delivers to this thread and runs the Python handler before it returns;
+      # os.kill may land on another thread, and two pending SIGINTs then count as one.
+      signal.raise_signal(signal.SIGINT)
+      signal.raise_signal(signal.SIGINT)
     return device_batch(batch, mesh)
 
   monkeypatch.setattr(train.sharding, "device_batch", device_batch_then_interrupt_twice)
