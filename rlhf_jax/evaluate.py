@@ -1,13 +1,15 @@
 """Gold-judge a trained policy on held-out world prompts, optionally against a base model.
 
-  python -m rlhf_jax.evaluate --workdir DIR [--base_workdir BASE_DIR]
+  python -m rlhf_jax.evaluate --workdir DIR [--base_workdir BASE_DIR] [--base_style chat]
       [--data world:small:0/sft] [--split test] [--num_prompts 0] [--max_new_tokens 48]
 
 The policy in DIR answers through the chat template; the base model in BASE_DIR (a
 pretraining workdir) is prompted few-shot in the Q:/A: form of its corpus with
-demonstrations from the data's train split. Prints gold/score with its 95% interval,
-per category and per family, the paired difference policy − base with its interval,
-and writes DIR/eval_gold.json and DIR/eval_samples.jsonl.
+demonstrations from the data's train split, or, with --base_style chat, answers through
+the chat template too (another trained policy: PPO against its SFT model on a split no
+run was tuned on, e.g. --data world:small:0/prompts --split validation). Prints gold/score
+with its 95% interval, per category and per family, the paired difference policy − base
+with its interval, and writes DIR/eval_gold.json and DIR/eval_samples_{policy,base}.jsonl.
 
 When DIR is a pipeline workdir (stage workdirs DIR/pretrain, DIR/sft, DIR/rm, DIR/ppo),
 it writes the pipeline's report instead (`rlhf_jax.report`): DIR/report.md, report.json
@@ -41,7 +43,7 @@ def run(args) -> dict:
   results, scores = {}, {}
   runs = [("policy", policy, "chat")]
   if args.base_workdir:
-    runs.append(("base", policy_lib.load(args.base_workdir, mesh), "few_shot"))
+    runs.append(("base", policy_lib.load(args.base_workdir, mesh), args.base_style))
   with jax.set_mesh(mesh):
     for name, pol, style in runs:
       texts = evaluation.policy_texts(pol.model, pol.params, pol.tokenizer, records, rng,
@@ -94,6 +96,9 @@ def main(argv=None) -> int:
                           formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--base_workdir", default="")
+  parser.add_argument("--base_style", default="few_shot", choices=("few_shot", "chat"),
+                      help="how the base model is prompted: few_shot (a pretrained model) or "
+                           "chat (a trained policy, e.g. the SFT model)")
   parser.add_argument("--data", default="", help="default: the workdir's data.path")
   parser.add_argument("--split", default="test")
   parser.add_argument("--num_prompts", type=int, default=0, help="0 = the whole split")

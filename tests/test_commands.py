@@ -109,6 +109,23 @@ def test_evaluate_compares_the_policy_with_the_few_shot_base(world_runs):
              for s in base_samples)
 
 
+def test_evaluate_against_a_chat_policy_prompts_both_alike(world_runs):
+  """--base_style chat: the same SFT model as policy and base answers alike (difference 0);
+  prompted few-shot instead, it would answer other prompts."""
+  sft_dir = world_runs[1]
+  result = run_module("rlhf_jax.evaluate", f"--workdir={sft_dir}", f"--base_workdir={sft_dir}",
+                      "--base_style=chat", "--data=world:small:0/prompts",
+                      "--split=validation", "--num_prompts=16", "--max_new_tokens=16",
+                      "--batch_size=8")
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.load(open(os.path.join(sft_dir, "eval_gold.json")))
+  assert report["policy_minus_base"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0}
+  policy, base = ([json.loads(line)["response"] for line in
+                   open(os.path.join(sft_dir, f"eval_samples_{name}.jsonl"))]
+                  for name in ("policy", "base"))
+  assert policy == base and len(policy) == 16
+
+
 def test_collect_ranks_the_policys_own_samples(world_runs, tmp_path):
   out = str(tmp_path / "collected")
   result = run_module("rlhf_jax.collect", f"--policy_workdir={world_runs[1]}", f"--out={out}",
