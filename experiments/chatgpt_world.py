@@ -33,7 +33,8 @@ Measured metrics (world v4, report.json, 174 held-out prompts of the SFT split, 
 intervals): gold score base 0.188 [0.148, 0.232], SFT 0.296 [0.249, 0.341], best-of-4
 0.316, best-of-16 0.313, PPO 0.303 [0.254, 0.347]; SFT − base +0.107 [+0.058, +0.157];
 PPO − SFT +0.007 [−0.013, +0.023], not significant here, where PPO's own evaluation on
-128 held-out RL-split prompts gives +0.021 [+0.003, +0.042]; RM accuracy 0.717 against a
+128 held-out RL-split prompts gives +0.021 [+0.003, +0.042] and the RL split's 381
+untouched validation prompts −0.008 [−0.020, +0.002]; RM accuracy 0.717 against a
 label ceiling of 0.786, gold agreement 0.853 on the world's rankings and 0.670 on the
 policies' own answers. With every method: GRPO +0.024 [−0.013, +0.061], DPO +0.004,
 RLOO −0.009 (README: "What the main job shows").

@@ -35,12 +35,17 @@ junk items (0.38 → 0.49), refusals of harmful requests lose their filler (0.88
 benign question is answered instead of refused; format answers lose a little (0.099 →
 0.094); gold/hygiene 0.65 → 0.75. On the pipeline report's 174 held-out SFT-split prompts
 (uniform over families, not used to choose anything) the gain is not significant: PPO −
-SFT +0.007 [−0.013, +0.023]. Why 0.7 and 25 iterations, from the same SFT and world v4
-RM (one seed each, on the 128 RL-split test prompts):
+SFT +0.007 [−0.013, +0.023]; nor on the RL split's 381 validation prompts (24 tokens):
+−0.008 [−0.020, +0.002] (python -m rlhf_jax.evaluate --workdir=PPO_DIR
+--base_workdir=SFT_DIR --base_style=chat --data=world:small:0/prompts --split=validation
+--max_new_tokens=24). The test-split gain was selection and noise. Why 0.7 and 25
+iterations, from the same SFT and world v4 RM (one seed each, on the 128 RL-split test
+prompts):
   rollouts at 1.0, 25 iterations: +0.004 [−0.016, +0.022]. Among 8 samples of the SFT
     model per prompt the RM's favourite scores 0.245 gold at temperature 1.0, below the
-    greedy answer's 0.296, but 0.323 at 0.7: at 1.0 the samples are mostly garbled text
-    the RM never saw in its rankings, and it ranks them no better than chance.
+    greedy answer's 0.296, but 0.323 at 0.7: at 1.0 a sample averages 0.231 gold (0.295
+    at 0.7; many are garbled), and the RM, which orders a prompt's samples like the
+    judge 0.61 of the time, cannot pick its way back above the greedy answer.
   rollouts at 0.7: +0.032 [+0.013, +0.050] at 25 iterations, +0.006 [−0.017, +0.030] at
     50 while the RM score kept rising (−0.37 → −0.08 → 0.00): over-optimisation after 25.
   β = 0.1 at 0.7: +0.018 [+0.002, +0.034] at 25, +0.012 [−0.010, +0.038] at 50.
