@@ -247,11 +247,16 @@ def test_a_second_interrupt_aborts_at_once(corpus_path, tmp_path, monkeypatch):
     return device_batch(batch, mesh)
 
   monkeypatch.setattr(train.sharding, "device_batch", device_batch_then_interrupt_twice)
-  with pytest.raises(KeyboardInterrupt):
-    train.run(tiny_config(corpus_path, ckpt_every=0, eval_every=0), workdir)
+  # Python's own Ctrl-C handler, as in a user's process; a test worker may hold another.
+  worker_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      train.run(tiny_config(corpus_path, ckpt_every=0, eval_every=0), workdir)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  finally:
+    signal.signal(signal.SIGINT, worker_handler)
   assert len(batches_fed) == 3
   assert not os.listdir(os.path.join(workdir, "checkpoints"))
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def assert_checkpoints_finite(workdir, steps):
