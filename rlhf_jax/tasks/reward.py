@@ -77,12 +77,10 @@ def make_task(config, workdir: str, mesh) -> Task:
   model = heads.RewardModel(model_cfg)
   train_iterator = iterator
   if config.data.pack:
-    train_iterator = functools.partial(
-        packing.preference_iterator, tokenizer=tok, max_len=seq_len, num_responses=k,
-        batch_size=lm.local_batch(config), num_rows=config.rm.pack_rows // jax.process_count(),
-        num_groups=config.optim.grad_accum_steps, seed=config.seed,
-        shard_index=jax.process_index(), shard_count=jax.process_count(),
-        token_cache=config.data.cache_dir)
+    train_iterator = functools.partial(  # the unpacked iterator's settings, packed
+        packing.preference_iterator, **iterator.keywords,
+        num_rows=config.rm.pack_rows // jax.process_count(),
+        num_groups=config.optim.grad_accum_steps)
     steps_per_epoch = lm.packed_steps_per_epoch(
         functools.partial(train_iterator, splits["train"]))
   total_steps = base.total_steps(config, steps_per_epoch)
