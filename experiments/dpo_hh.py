@@ -39,6 +39,7 @@ def get_config(arg=None):
   c.tokenizer.vocab_size = 4096
   c.batch_size = 32
   c.epochs = 2.0
+  c.total_steps = 0         # the length is set by epochs
   c.optim.update(lr=1e-3, warmup_steps=10)
   c.log_every = 5
   c.eval_every = 1000       # evaluations fall on epoch boundaries (and the last step)

@@ -34,6 +34,7 @@ def get_config(arg=None):
   c.tokenizer.vocab_size = 4096
   c.batch_size = 32
   c.epochs = 2.0
+  c.total_steps = 0         # the length is set by epochs
   c.optim.lr = 1e-3
   c.optim.warmup_steps = 10
   c.log_every = 5

@@ -26,6 +26,7 @@ def get_config(arg=None):
   c.tokenizer.vocab_size = 2048
   c.batch_size = 16
   c.epochs = 5.0
+  c.total_steps = 0         # the length is set by epochs
   c.optim.lr = 1e-3
   c.optim.warmup_steps = 10
   c.eval_every = 1000       # evaluations fall on epoch boundaries (and the last step)

@@ -41,6 +41,7 @@ def get_config(arg=None):
   c.model.preset = "nano"
   c.batch_size = 16
   c.epochs = 5.0
+  c.total_steps = 0         # the length is set by epochs
   c.optim.lr = 3e-4
   c.optim.warmup_steps = 20
   c.optim.weight_decay = 0.0

@@ -144,6 +144,11 @@ def check(config) -> None:
   if _lookup(config, "total_steps") == 0 and not _lookup(config, "epochs"):
     raise UserError("--config.total_steps=0 and epochs=0: nothing to train; set "
                     "--config.total_steps to a number of steps > 0 (or --config.epochs)")
+  if _lookup(config, "total_steps") and _lookup(config, "epochs"):
+    raise UserError(f"--config.total_steps={_lookup(config, 'total_steps')} and "
+                    f"--config.epochs={_lookup(config, 'epochs')} both set the run's length; "
+                    "keep one: add --config.epochs=0 to train for total_steps, or "
+                    "--config.total_steps=0 to train for epochs")
   if "task" in config and "model" in config:
     _check_task(config.task)
     _check_lengths(config)
