@@ -78,6 +78,7 @@ def get_config(arg=None):
   c.optim.weight_decay = 0.0
   c.log_every = 5
   c.eval_every = 1000       # evaluations fall on epoch boundaries (and the last step)
+  c.eval_at_start = False   # a fresh head's accuracy (about 0.5) is not worth its minute
   c.eval_steps = 1000       # all held-out records
   c.ckpt_every = 50
   c.data.pack = True        # each batch's 64 responses in 32 rows (rlhf_jax/data/packing.py)

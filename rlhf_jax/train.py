@@ -152,7 +152,7 @@ def _start_and_loop(config, workdir: str, mesh, task, ckpt):
                       out_shardings=(state_shardings, None), donate_argnums=(0,))
     peak = metrics_lib.peak_flops_per_device(config.peak_flops_per_device) * mesh.size
     with preemption.StopRequest() as stop, contextlib.closing(writer):
-      if start_step == 0 and config.eval_every:
+      if start_step == 0 and config.eval_every and config.eval_at_start:
         writer.write(0, task.evaluate(state, jax.random.fold_in(eval_rng, 0)))
       state = _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng,
                     writer, ckpt, start_step, peak, stop)

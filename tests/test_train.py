@@ -230,6 +230,13 @@ def test_init_from_warm_starts_params(reference_run, corpus_path, tmp_path):
   assert int(jax.device_get(state.step)) == 1
 
 
+def test_eval_at_start_false_skips_only_the_step_0_evaluation(corpus_path, tmp_path):
+  workdir = str(tmp_path / "run")
+  train.run(tiny_config(corpus_path, total_steps=4, eval_every=2, ckpt_every=0,
+                        eval_at_start=False), workdir)
+  assert sorted(losses(workdir, "eval/loss")) == [2, 4]
+
+
 def test_a_second_interrupt_aborts_at_once(corpus_path, tmp_path, monkeypatch):
   """The first Ctrl-C asks for a checkpoint after the step; a second one before it is saved
   aborts: KeyboardInterrupt, no checkpoint, the previous handler back."""

@@ -218,7 +218,8 @@ def preference_iterator(source, tokenizer, *, max_len: int, num_responses: int,
                         batch_size: int, num_rows: int, num_groups: int = 1, seed: int,
                         shuffle: bool = True, repeat: bool = True, shard_index: int = 0,
                         shard_count: int = 1, state: dict | None = None,
-                        token_cache: str | None = None) -> grain.DatasetIterator:
+                        token_cache: str | None = None,
+                        split: str = "") -> grain.DatasetIterator:
   """{"tokens": int32[R, L], "segment_ids": int32[R, L], "ranking": int32[B, K],
   "index": int32[B], "score_row": int32[B, K], "score_pos": int32[B, K]}: at most B =
   batch_size records per batch, their responses packed into R = num_rows rows.
@@ -229,7 +230,10 @@ def preference_iterator(source, tokenizer, *, max_len: int, num_responses: int,
   missing responses, have ranking -1 (no pair in the loss) and index -1. The global batch
   is packed as `num_groups` independent groups (the microbatches of gradient accumulation:
   a record's rows must be in its microbatch), interleaved as in `_RecordBatch.arrays`.
+  A single pass (repeat=False) ends with a partial batch, so no record is left out;
+  `split` names the source as the unpacked iterator's argument does (unused here).
   """
+  del split
   pipeline.check_shard(shard_index, shard_count)
   total_rows, total_records = num_rows * shard_count, batch_size * shard_count
   if total_rows % num_groups or total_records % num_groups:

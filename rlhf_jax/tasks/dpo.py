@@ -133,7 +133,8 @@ def make_task(config, workdir: str, mesh) -> Task:
     return policy_step(state, batch, rng)
 
   init = init_fn(model, tx, seq_len)
-  score_fn = jax.jit(lambda both, tokens, mask: log_ratios(model, *both, tokens, mask))
+  score_fn = jax.jit(lambda both, batch: log_ratios(model, *both, batch["tokens"],
+                                                     batch["response_mask"]))
   eval_loss = jax.jit(lambda rewards, ranking: preference_loss(rewards / cfg.beta, ranking))
   eval_batches = preferences.eval_batches(config, mesh, iterator, splits, eval_split)
   kl_tokens, kl_mask = (_kl_prompts(config, tok, model_cfg, splits[eval_split])

@@ -89,14 +89,19 @@ def eval_batches(config, mesh, make_iterator, data_splits, split: str):
 
 def score_batches(score_fn, params, batches):
   """(scores [N, K], ranking [N, K], index [N]) of fixed device batches, on the host: the
-  batches are joined on the device and fetched in one transfer per evaluation."""
+  batches are joined on the device and fetched in one transfer per evaluation.
+
+  score_fn(params, batch) → scores [B, K]. Record slots a packed batch left empty
+  (index −1) are dropped.
+  """
   if not batches:
     raise UserError("no held-out preference batch to evaluate; add data or lower batch_size")
-  columns = {"scores": [score_fn(params, b["tokens"], b["response_mask"]) for b in batches],
+  columns = {"scores": [score_fn(params, b) for b in batches],
              "ranking": [b["ranking"] for b in batches], "index": [b["index"] for b in batches]}
   joined = {key: jnp.concatenate(values) for key, values in columns.items()}
   host = multihost_utils.process_allgather(joined, tiled=True)
-  return tuple(np.asarray(host[key]) for key in ("scores", "ranking", "index"))
+  present = np.asarray(host["index"]) >= 0
+  return tuple(np.asarray(host[key])[present] for key in ("scores", "ranking", "index"))
 
 
 class Data(NamedTuple):

@@ -4,10 +4,11 @@ Batch (`pipeline.preference_iterator`): tokens and response_mask int32[B, K, L],
 int32[B, K] (0 = best, ties equal, -1 = missing). The B·K rows go through the backbone
 once, as one [B·K, L] batch; each response's reward is the head's value at its EOS.
 Loss: `losses.ranking_loss` (InstructGPT eq. 1) over all C(K, 2) pairs of a prompt.
-With `data.pack`, training batches pack the responses of up to B records into
-rm.pack_rows rows, one segment each (`packing.preference_iterator`), and
-`packed_response_scores` reads each response's reward at its EOS there: the same [B, K]
-scores and loss. Evaluation stays unpacked.
+With `data.pack`, batches pack the responses of up to B records into rm.pack_rows rows,
+one segment each (`packing.preference_iterator`), and `packed_response_scores` reads each
+response's reward at its EOS there: the same [B, K] scores and loss. Evaluation batches
+are packed too (about half the rows, and the last partial batch is kept; unpacked, a
+held-out split's last batch_size − 1 records or fewer are left out).
 
 Evaluation on held-out records (the world's test split, else validation), under rm/:
 accuracy (pairwise, 95% interval over prompts), loss, margin, accuracy by family and
@@ -75,12 +76,16 @@ def make_task(config, workdir: str, mesh) -> Task:
   seq_len = config.data.seq_len
   model_cfg, _ = lm.build_model(config, tok.vocab_size)
   model = heads.RewardModel(model_cfg)
-  train_iterator = iterator
+  train_iterator = eval_iterator = iterator
+  score_fn = jax.jit(lambda params, batch: response_scores(
+      model, params, batch["tokens"], batch["response_mask"]))
   if config.data.pack:
-    train_iterator = functools.partial(  # the unpacked iterator's settings, packed
+    packed = functools.partial(  # the unpacked iterator's settings, packed
         packing.preference_iterator, **iterator.keywords,
-        num_rows=config.rm.pack_rows // jax.process_count(),
-        num_groups=config.optim.grad_accum_steps)
+        num_rows=config.rm.pack_rows // jax.process_count())
+    train_iterator = functools.partial(packed, num_groups=config.optim.grad_accum_steps)
+    eval_iterator = packed  # about half the rows, and no record left out of a last batch
+    score_fn = jax.jit(functools.partial(packed_response_scores, model))
     steps_per_epoch = lm.packed_steps_per_epoch(
         functools.partial(train_iterator, splits["train"]))
   total_steps = base.total_steps(config, steps_per_epoch)
@@ -97,8 +102,7 @@ def make_task(config, workdir: str, mesh) -> Task:
     return loss, (count, {"accuracy": accuracy})
 
   init = lm.init_fn(model, tx, seq_len)
-  score_fn = jax.jit(functools.partial(response_scores, model))
-  eval_batches = preferences.eval_batches(config, mesh, iterator, splits, eval_split)
+  eval_batches = preferences.eval_batches(config, mesh, eval_iterator, splits, eval_split)
   plot_path = os.path.join(workdir, "rm_reliability.png")
 
   def evaluate(state, rng):
