@@ -65,6 +65,7 @@ RULES = {
     "rm.margin": _NON_NEGATIVE,
     "rm.reference_max": (lambda v: v >= 0, "an integer >= 0 (0 = all references)"),
     "rm.pack_rows": (lambda v: v >= 0, "an integer >= 0 (used with data.pack)"),
+    "rm.pack_len": (lambda v: v >= 0, "an integer >= 0 (0 = data.seq_len)"),
     # The PPO block (configs.ppo_block).
     "ppo.max_prompt_len": _POSITIVE,
     "ppo.response_len": _POSITIVE,
@@ -193,6 +194,9 @@ def _check_lengths(config) -> None:
     if config.data.seq_len > context:
       raise UserError(f"--config.data.seq_len={config.data.seq_len} exceeds {where}; lower "
                       f"--config.data.seq_len or raise --config.model.max_len")
+    pack_len = _lookup(config, "rm.pack_len") or 0
+    if pack_len > context:
+      raise UserError(f"--config.rm.pack_len={pack_len} exceeds {where}; lower it")
     return
   cfg = config.ppo
   if cfg.max_prompt_len + cfg.response_len > context:
@@ -212,9 +216,11 @@ def _check_packing(config) -> None:
     raise UserError("--config.data.pack=True for the reward model needs --config.rm.pack_rows, "
                     "the rows of data.seq_len tokens holding a batch's responses (e.g. "
                     "batch_size x num_responses / 2); set it")
-  if pack_rows and not pack:
-    raise UserError(f"--config.rm.pack_rows={pack_rows} but data.pack=False; set "
-                    f"--config.data.pack=True to pack rows, or rm.pack_rows=0")
+  for key, off in (("rm.pack_rows", 0), ("rm.pack_len", 0), ("rm.share_prompt", False)):
+    value = _lookup(config, key)
+    if value not in (None, off) and not pack:
+      raise UserError(f"--config.{key}={value} but data.pack=False; set "
+                      f"--config.data.pack=True to pack rows, or {key}={off}")
 
 
 def _check_ppo(config) -> None:

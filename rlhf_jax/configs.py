@@ -73,6 +73,9 @@ def rm_block() -> ml_collections.ConfigDict:
       reference_path="",          # reference responses (SFT format); default: see tasks/reward.py
       reference_max=1024,         # reference responses scored for the normalisation; 0 = all
       pack_rows=0,                # with data.pack: rows per batch holding the batch's responses
+      pack_len=0,                 # with data.pack: tokens per packed row; 0 = data.seq_len
+      share_prompt=False,         # with data.pack: a record's responses follow one copy of
+                                  # its prompt (each sees the prompt and itself)
   ))
 
 

@@ -92,25 +92,34 @@ def test_packed_sft_rows_hold_every_example_once_whole_and_resume(tok):
   assert halves[0].get_state() == halves[1].get_state()
 
 
-KEYS = ("tokens", "segment_ids", "ranking", "index", "score_row", "score_pos")
+KEYS = ("tokens", "segment_ids", "branch_ids", "positions", "ranking", "index", "score_row",
+        "score_pos")
 
 
-def test_packed_preference_batches_hold_every_record_once_and_resume(tok):
+@pytest.mark.parametrize("share_prompt", [False, True])
+def test_packed_preference_batches_hold_every_record_once_and_resume(tok, share_prompt):
+  """Every record once, each response's row (its prompt, itself, EOS) rebuilt from the
+  tokens of its segment on the prompt (branch 0) and its own branch, with the positions it
+  has unpacked; sharing the prompt stores fewer tokens."""
   source = _rankings(21)
   to_example, _ = pipeline.preference_examples(tok, 28, 3)
   unpacked = [to_example(i, source[i]) for i in range(len(source))]
+  row_len = 56 if share_prompt else 28
 
   def make(state=None, **kwargs):
     return packing.preference_iterator(source, tok, max_len=28, num_responses=3,
                                        batch_size=4, num_rows=6, num_groups=2, seed=5,
-                                       state=state, **kwargs)
+                                       state=state, row_len=row_len, share_prompt=share_prompt,
+                                       **kwargs)
 
   batches = list(make(repeat=False))
-  seen = []
+  seen, stored, branches_per_segment = [], 0, set()
   for batch in batches:
     assert {k: v.shape for k, v in batch.items()} == {
-        "tokens": (6, 28), "segment_ids": (6, 28), "ranking": (4, 3), "index": (4,),
-        "score_row": (4, 3), "score_pos": (4, 3)}
+        "tokens": (6, row_len), "segment_ids": (6, row_len), "branch_ids": (6, row_len),
+        "positions": (6, row_len), "ranking": (4, 3), "index": (4,), "score_row": (4, 3),
+        "score_pos": (4, 3)}
+    stored += int(np.count_nonzero(batch["segment_ids"]))
     # Each microbatch of gradient accumulation holds its records' rows (rows counted in it).
     for micro in zip(*[np.asarray(base.split_microbatches(batch[key], 2)) for key in KEYS]):
       micro = dict(zip(KEYS, micro))
@@ -122,17 +131,24 @@ def test_packed_preference_batches_hold_every_record_once_and_resume(tok):
         want = unpacked[index]
         np.testing.assert_array_equal(micro["ranking"][b], want["ranking"])
         for k in np.flatnonzero(want["ranking"] >= 0):
-          row, end = micro["score_row"][b, k], micro["score_pos"][b, k] + 1
-          segment = micro["segment_ids"][row, end - 1]
-          start = int(np.flatnonzero(micro["segment_ids"][row] == segment)[0])
+          row, eos = micro["score_row"][b, k], micro["score_pos"][b, k]
+          segment = micro["segment_ids"][row, eos]
+          in_segment = micro["segment_ids"][row] == segment
+          branches_per_segment.add(len(set(micro["branch_ids"][row][in_segment].tolist())))
+          branch = micro["branch_ids"][row]
+          visible = np.flatnonzero(in_segment & ((branch == 0) | (branch == k + 1)))
           length = int(np.count_nonzero(want["tokens"][k] != tok.pad_id))
-          assert end - start == length and segment > 0
-          assert end == 28 or micro["segment_ids"][row, end] != segment
-          np.testing.assert_array_equal(micro["tokens"][row, start:end],
-                                        want["tokens"][k, :length])
+          assert segment > 0 and branch[eos] == k + 1 and visible[-1] == eos
+          np.testing.assert_array_equal(micro["tokens"][row, visible], want["tokens"][k, :length])
+          np.testing.assert_array_equal(micro["positions"][row, visible], np.arange(length))
           assert want["tokens"][k, length - 1] == tok.eos_id  # the score is read at the EOS
   assert sorted(seen) == list(range(len(source)))
-  assert len(batches) > -(-len(source) // 4)  # some batches closed early: records spilled
+  unpacked_tokens = sum(int(np.count_nonzero(e["tokens"] != tok.pad_id)) for e in unpacked)
+  if share_prompt:  # prompts stored once: segments with 3 or 4 branches (a prompt and 2-3)
+    assert stored < 0.8 * unpacked_tokens and max(branches_per_segment) >= 3
+  else:
+    assert stored == unpacked_tokens and branches_per_segment == {2}
+    assert len(batches) > -(-len(source) // 4)  # some batches closed early: records spilled
   _assert_resumes_exactly(make, skip=4, check=4)
   with pytest.raises(UserError, match="rm.pack_rows to at least 6"):
     packing.preference_iterator(source, tok, max_len=28, num_responses=3, batch_size=4,
@@ -179,7 +195,8 @@ def test_packed_sft_loss_sum_and_count_equal_unpacked(tok, reward_model):
   np.testing.assert_allclose(packed[0], unpacked[0], rtol=1e-5)  # sums
 
 
-def test_packed_rm_scores_equal_unpacked(tok, reward_model):
+@pytest.mark.parametrize("share_prompt", [False, True])
+def test_packed_rm_scores_equal_unpacked(tok, reward_model, share_prompt):
   source = _rankings(8)
   model, params = reward_model
   unpacked_scores = jax.jit(functools.partial(reward.response_scores, model))
@@ -190,7 +207,9 @@ def test_packed_rm_scores_equal_unpacked(tok, reward_model):
     scores_BxK = unpacked_scores(params, batch["tokens"], batch["response_mask"])
     want.update(zip(batch["index"].tolist(), np.asarray(scores_BxK)))
   for batch in packing.preference_iterator(source, tok, max_len=28, num_responses=3,
-                                           batch_size=4, num_rows=4, seed=0, repeat=False):
+                                           batch_size=4, num_rows=4, seed=0, repeat=False,
+                                           row_len=56 if share_prompt else 28,
+                                           share_prompt=share_prompt):
     scores_BxK = packed_scores(params, batch)
     got.update((i, s) for i, s in zip(batch["index"].tolist(), np.asarray(scores_BxK)) if i >= 0)
   assert sorted(got) == sorted(want) == list(range(8))

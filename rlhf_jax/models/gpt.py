@@ -262,14 +262,18 @@ class Block(nn.Module):
     return x_BxTxD, layer_cache
 
 
-def attention_mask(valid_BxT, segment_ids_BxT=None):
+def attention_mask(valid_BxT, segment_ids_BxT=None, branch_ids_BxT=None):
   """Causal mask over real tokens: query t sees key s iff s <= t, s is real and (given
-  segment ids) s is in t's segment. [B, T, T]."""
+  segment ids) s is in t's segment and (given branch ids) s is on the shared trunk
+  (branch 0) or on t's own branch. [B, T, T]."""
   t = valid_BxT.shape[1]
   causal_TxT = jnp.tril(jnp.ones((t, t), bool))
   mask = causal_TxT[None] & valid_BxT[:, None, :]
   if segment_ids_BxT is not None:
     mask = mask & (segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :])
+  if branch_ids_BxT is not None:
+    mask = mask & ((branch_ids_BxT[:, None, :] == 0)
+                   | (branch_ids_BxT[:, :, None] == branch_ids_BxT[:, None, :]))
   # A padded query sees itself only, so its row is never empty (outputs ignored anyway).
   return mask | jnp.eye(t, dtype=bool)[None]
 
@@ -297,6 +301,9 @@ class GPT(nn.Module):
   - packed rows: pass `segment_ids_BxT` (0 = padding, 1, 2, ... = the examples of a row);
     a token attends only to earlier tokens of its own segment, and positions restart at
     0 in each segment by default (`segment_positions`);
+  - shared prefixes (several continuations of one prompt in one segment): also pass
+    `branch_ids_BxT` (0 = the shared prompt, k = continuation k) and the positions each
+    token would have alone after the prompt; a continuation sees the prompt and itself;
   - generation: pass a `KVCache`; the T new tokens are written at `cache.index`
     and attend to every valid earlier slot (prefill with T = prompt length,
     then T = 1 per decoded token); each row's positions go on from its own
@@ -319,7 +326,7 @@ class GPT(nn.Module):
 
   def hidden_states(self, tokens_BxT, positions_BxT=None, valid_BxT=None,
                     cache: KVCache | None = None, deterministic: bool = True,
-                    segment_ids_BxT=None):
+                    segment_ids_BxT=None, branch_ids_BxT=None):
     """Final-LayerNorm hidden states [B, T, D] (fp32) and the updated cache (or None).
 
     Positions default to `default_positions` (counting on from the cache's per-row
@@ -339,7 +346,12 @@ class GPT(nn.Module):
       if valid_BxT is None:
         valid_BxT = segment_ids_BxT > 0
       if positions_BxT is None:
+        if branch_ids_BxT is not None:
+          raise ValueError("branch_ids_BxT needs positions_BxT (each branch's positions go "
+                           "on from the end of its shared prompt)")
         positions_BxT = segment_positions(segment_ids_BxT)
+    elif branch_ids_BxT is not None:
+      raise ValueError("branch_ids_BxT needs segment_ids_BxT")
     if cache is not None and valid_BxT is None:
       valid_BxT = jnp.ones((b, t), bool)
     if valid_BxT is not None:
@@ -366,7 +378,7 @@ class GPT(nn.Module):
       mask_BxTxS = causal_TxS[None] & valid_BxS[:, None, :]
       mask_BxTxS = mask_BxTxS | (jnp.arange(slots)[None, :] == query_slot_T[:, None])[None]
     elif valid_BxT is not None:
-      mask_BxTxS = attention_mask(valid_BxT, segment_ids_BxT)
+      mask_BxTxS = attention_mask(valid_BxT, segment_ids_BxT, branch_ids_BxT)
 
     new_keys, new_values = [], []
     for i, block in enumerate(self.blocks):

@@ -35,7 +35,8 @@ class RewardModel(nn.Module):
 
   Reward-model rows are right-padded, so causal attention alone keeps pads out of
   every real position; left-padded rows (PPO) pass positions_BxT and valid_BxT; packed
-  rows pass segment_ids_BxT (`gpt.GPT.hidden_states`).
+  rows pass segment_ids_BxT, and rows whose responses share their prompt also
+  branch_ids_BxT and positions_BxT (`gpt.GPT.hidden_states`).
   """
   cfg: gpt.GPTConfig
 
@@ -44,10 +45,11 @@ class RewardModel(nn.Module):
     self.head = ScalarHead()
 
   def __call__(self, tokens_BxT, positions_BxT=None, valid_BxT=None, deterministic=True,
-               segment_ids_BxT=None):
+               segment_ids_BxT=None, branch_ids_BxT=None):
     h_BxTxD, _ = self.backbone.hidden_states(tokens_BxT, positions_BxT, valid_BxT,
                                              deterministic=deterministic,
-                                             segment_ids_BxT=segment_ids_BxT)
+                                             segment_ids_BxT=segment_ids_BxT,
+                                             branch_ids_BxT=branch_ids_BxT)
     return self.head(h_BxTxD)
 
 

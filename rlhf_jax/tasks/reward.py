@@ -4,8 +4,9 @@ Batch (`pipeline.preference_iterator`): tokens and response_mask int32[B, K, L],
 int32[B, K] (0 = best, ties equal, -1 = missing). The B·K rows go through the backbone
 once, as one [B·K, L] batch; each response's reward is the head's value at its EOS.
 Loss: `losses.ranking_loss` (InstructGPT eq. 1) over all C(K, 2) pairs of a prompt.
-With `data.pack`, batches pack the responses of up to B records into rm.pack_rows rows,
-one segment each (`packing.preference_iterator`), and `packed_response_scores` reads each
+With `data.pack`, batches pack the responses of up to B records into rm.pack_rows rows
+of rm.pack_len tokens, one segment each, or with rm.share_prompt after one copy of their
+record's prompt (`packing.preference_iterator`), and `packed_response_scores` reads each
 response's reward at its EOS there: the same [B, K] scores and loss. Evaluation batches
 are packed too (about half the rows, and the last partial batch is kept; unpacked, a
 held-out split's last batch_size − 1 records or fewer are left out).
@@ -52,8 +53,10 @@ def packed_response_scores(model, params, batch, rng=None, deterministic=True):
   """Raw rewards [B, K] of a packed batch (`packing.preference_iterator`): one backbone pass
   over its R rows, response k of record b read at (score_row[b, k], score_pos[b, k])."""
   rngs = {} if deterministic else {"dropout": rng}
-  values_RxL = model.apply({"params": params}, batch["tokens"], deterministic=deterministic,
-                           rngs=rngs, segment_ids_BxT=batch["segment_ids"])
+  values_RxL = model.apply({"params": params}, batch["tokens"], batch["positions"],
+                           deterministic=deterministic, rngs=rngs,
+                           segment_ids_BxT=batch["segment_ids"],
+                           branch_ids_BxT=batch["branch_ids"])
   return values_RxL[batch["score_row"], batch["score_pos"]]
 
 
@@ -82,7 +85,8 @@ def make_task(config, workdir: str, mesh) -> Task:
   if config.data.pack:
     packed = functools.partial(  # the unpacked iterator's settings, packed
         packing.preference_iterator, **iterator.keywords,
-        num_rows=config.rm.pack_rows // jax.process_count())
+        num_rows=config.rm.pack_rows // jax.process_count(), row_len=config.rm.pack_len,
+        share_prompt=config.rm.share_prompt)
     train_iterator = functools.partial(packed, num_groups=config.optim.grad_accum_steps)
     eval_iterator = packed  # about half the rows, and no record left out of a last batch
     score_fn = jax.jit(functools.partial(packed_response_scores, model))
@@ -118,9 +122,10 @@ def make_task(config, workdir: str, mesh) -> Task:
       results.update({"rm/norm_bias": normalization.bias, "rm/norm_gain": normalization.gain})
     return results
 
+  row_len = (config.rm.pack_len or seq_len) if config.data.pack else seq_len
   rows_per_step = config.rm.pack_rows if config.data.pack else config.batch_size * k
-  flops_per_step, info = lm.model_info(init, model_cfg, tok.vocab_size, seq_len,
-                                       rows_per_step * seq_len)
+  flops_per_step, info = lm.model_info(init, model_cfg, tok.vocab_size, row_len,
+                                       rows_per_step * row_len)
   info.update(train_records=len(splits["train"]), eval_records=len(splits[eval_split]),
               eval_split=eval_split, responses_per_record=k, steps_per_epoch=steps_per_epoch,
               total_steps=total_steps)
