@@ -81,17 +81,19 @@ def get_config(arg=None):
   c.eval_at_start = False   # a fresh head's accuracy (about 0.5) is not worth its minute
   c.eval_steps = 1000       # all held-out records
   c.ckpt_every = 50
-  c.data.pack = True        # each batch's 64 responses in 32 rows (rlhf_jax/data/packing.py)
-  c.rm = configs.rm_block()
-  c.rm.pack_rows = 32
+  c.data.pack = True        # a batch's records in 8 rows of 192 (rlhf_jax/data/packing.py),
+  c.rm = configs.rm_block()  # each record's 4 responses after one copy of its prompt
+  c.rm.update(pack_rows=8, pack_len=192, share_prompt=True)
   if arg == "pairs":        # one epoch of the rankings' pairs in as many steps
     c.data.path = "world:small:0/pairs"
-    c.data.pack, c.rm.pack_rows = False, 0
+    c.data.pack = False
+    c.rm.update(pack_rows=0, pack_len=0, share_prompt=False)
     c.batch_size = 96
   if arg == "onpolicy":     # written by python -m rlhf_jax.collect (see above)
     c.data.path = "runs/world_collect/train.jsonl"
     c.data.valid_path = "runs/world_collect/test.jsonl"
   if arg == "smoke":
     configs.smoke(c, init_from="", epochs=0.0, eval_steps=4,
-                  **{"rm.reference_max": 64, "data.pack": False, "rm.pack_rows": 0})
+                  **{"rm.reference_max": 64, "data.pack": False, "rm.pack_rows": 0,
+                     "rm.pack_len": 0, "rm.share_prompt": False})
   return c
