@@ -1,4 +1,5 @@
-"""Packing fill: real (non-pad) tokens per row of SFT batches, unpacked vs packed (`data.pack`).
+"""Packing fill: real (non-pad) tokens per row of SFT or reward-model batches, unpacked vs
+packed (`data.pack`), and for rankings also packed with shared prompts (`rm.share_prompt`).
 
 One unshuffled pass over an SFT split (default: the world's demonstrations,
 `world:small:0/sft`, train split) in rows of --seq_len tokens, --batch rows per batch, with
@@ -10,6 +11,17 @@ the tokenizer of --tokenizer (a tokenizer.json, e.g. a world_sft workdir's) or e
   examples_per_row  examples (segments) per row.
 
   python benchmarks/packing_fill.py --seq_len=128 --batch=16 --json
+
+With --rankings (default data `world:small:0/rankings`), one pass over the training
+rankings in --batch records per step: unpacked rows (batch × K rows of --seq_len), packed
+(--pack_rows rows of --seq_len, one response per segment) and shared (--shared_rows rows
+of --shared_len, a record's responses after one copy of its prompt), each with
+  steps             batches the pass takes (a packed batch closes when a record spills);
+  tokens            steps × rows × row length: what the backbone computes on;
+  relative_tokens   tokens / the unpacked pass's tokens.
+
+  python benchmarks/packing_fill.py --rankings --seq_len=96 --batch=16 \
+      --tokenizer=runs/world_sft/tokenizer.json --json
 """
 import argparse
 import json
@@ -19,7 +31,7 @@ import numpy as np
 
 from rlhf_jax import tokenizer as tokenizer_lib
 from rlhf_jax.data import packing, pipeline, store
-from rlhf_jax.tasks import sft
+from rlhf_jax.tasks import preferences, sft
 
 
 def parse_args(argv):
@@ -30,7 +42,14 @@ def parse_args(argv):
   p.add_argument("--seq_len", type=int, default=128)
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--json", action="store_true")
-  return p.parse_args(argv)
+  p.add_argument("--rankings", action="store_true", help="reward-model batches of rankings")
+  p.add_argument("--pack_rows", type=int, default=32, help="rankings: packed rows per batch")
+  p.add_argument("--shared_rows", type=int, default=8, help="rankings: shared-prompt rows")
+  p.add_argument("--shared_len", type=int, default=192, help="rankings: shared-prompt row length")
+  args = p.parse_args(argv)
+  if args.rankings and args.data == "world:small:0/sft":
+    args.data = "world:small:0/rankings"
+  return args
 
 
 def fill(batches, pad_id: int, seq_len: int) -> dict:
@@ -47,8 +66,39 @@ def fill(batches, pad_id: int, seq_len: int) -> dict:
           "fill": float(real_R.mean() / seq_len), "examples_per_row": float(examples_R.mean())}
 
 
+def ranking_passes(args) -> dict:
+  """Steps and tokens of one pass over the training rankings, per batch layout."""
+  source = store.local_dataset(args.data, "preferences")["train"]
+  tok = (tokenizer_lib.load(args.tokenizer) if args.tokenizer
+         else tokenizer_lib.train_bpe(preferences.texts(source), args.vocab))
+  k = max(len(record["responses"]) for record in source)
+  common = dict(tokenizer=tok, max_len=args.seq_len, num_responses=k, batch_size=args.batch,
+                seed=0, shuffle=True, repeat=False)
+  layouts = {
+      "unpacked": (pipeline.preference_iterator(source, **common), args.batch * k,
+                   args.seq_len),
+      "packed": (packing.preference_iterator(source, num_rows=args.pack_rows, **common),
+                 args.pack_rows, args.seq_len),
+      "shared": (packing.preference_iterator(source, num_rows=args.shared_rows,
+                                             row_len=args.shared_len, share_prompt=True,
+                                             **common), args.shared_rows, args.shared_len)}
+  results = {"data": args.data, "records": len(source), "responses_per_record": k,
+             "seq_len": args.seq_len, "batch": args.batch}
+  for name, (batches, rows, row_len) in layouts.items():
+    steps = sum(1 for _ in batches)
+    results[name] = {"rows": rows, "row_len": row_len, "steps": steps,
+                     "tokens": steps * rows * row_len}
+  for name in layouts:
+    results[name]["relative_tokens"] = results[name]["tokens"] / results["unpacked"]["tokens"]
+  return results
+
+
 def main(argv=None) -> dict:
   args = parse_args(argv)
+  if args.rankings:
+    results = ranking_passes(args)
+    print(json.dumps(results) if args.json else json.dumps(results, indent=2))
+    return results
   source = store.local_dataset(args.data, "sft")["train"]
   tok = (tokenizer_lib.load(args.tokenizer) if args.tokenizer
          else tokenizer_lib.train_bpe(sft.chat_texts(source), args.vocab))

@@ -76,3 +76,19 @@ def test_data_throughput_tiny(capsys):
   assert result["records"] == 270  # 10% held out for validation
   assert result["tokens"] > 300 * 20  # every document has at least 20 words
   assert result["raw_tokens_per_sec"] > 0 and result["cached_tokens_per_sec"] > 0
+
+
+def test_packing_fill_rankings_shared_prompts_cut_the_tokens(tmp_path, capsys):
+  """One pass over 144 training rankings (K up to 5) in each batch layout: every layout
+  covers the pass, and sharing each record's prompt computes on fewer tokens than packing
+  responses alone, which computes on fewer than unpacked rows."""
+  from test_reward import write_rankings  # pylint: disable=g-import-not-at-top
+  module = _load_benchmark("packing_fill")
+  result = module.main(["--rankings", f"--data={write_rankings(tmp_path / 'r.jsonl')}",
+                        "--seq_len=24", "--batch=8", "--pack_rows=24", "--shared_rows=6",
+                        "--shared_len=48", "--vocab=300", "--json"])
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+  assert result["records"] == 144 and result["responses_per_record"] == 5
+  unpacked, packed, shared = (result[name] for name in ("unpacked", "packed", "shared"))
+  assert unpacked["steps"] == 144 // 8 and packed["steps"] >= 144 // 8
+  assert shared["tokens"] < packed["tokens"] < unpacked["tokens"]
