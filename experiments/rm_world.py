@@ -12,33 +12,43 @@ world's SFT demonstrations set the normalisation (mean 0), saved next to the che
 Run (after SFT into runs/world_sft):
   python -m rlhf_jax.main --config=experiments/rm_world.py --workdir=runs/world_rm
 The same comparisons (30,083 pairs) in about as many steps (313), fed as shuffled
-independent pairs (96 pairs = 192 rows per step, where K-way batching reads the 64
-responses of its 16 × 6 pairs in 32 packed rows):
+independent pairs (96 pairs = 192 rows of 96 per step, where K-way batching reads a
+batch's 4 × 16 responses, each prompt once, in 8 packed rows of 192):
   python -m rlhf_jax.main --config=experiments/rm_world.py:pairs --workdir=runs/world_rm_pairs
 Score files with it:
   python -m rlhf_jax.score --workdir=runs/world_rm --data=FILE.jsonl --out=scores.jsonl
 
-Model: the SFT `nano` (6 layers, 384 wide) and its tokenizer; rows of 96 tokens (longer
-rows lose prompt tokens first, then the response's end; the EOS stays), batch 16 prompts
-whose 64 responses are packed, one segment each, into 32 rows (`data.pack`; each score is
-read at its response's EOS, as unpacked: tests/test_packing.py), 1 epoch over the 5,014
-training rankings of world v4 (320 steps), lr 1e-4 cosine.
-Hardware: 2 CPU cores; measured 13.6 min wall on quiet cores in the main pipeline
-(chatgpt_world.py), from its SFT model: 11 min of training and two evaluations of the
-1,100 held-out rankings (steps 0 and 320). Over the 10-minute budget.
-Measured (world v4, seed 0): held-out rm/accuracy 0.468 (step 0) → 0.717 [0.704, 0.729]
-against rm/label_ceiling 0.786 [0.777, 0.795]: 6.9 points below, not yet within the
-5-point target; rm/gold_agreement 0.853 [0.843, 0.864] (the RM orders pairs more like the
-gold judge than the noisy labels do), rm/ece 0.019; normalisation bias −1.42 on the SFT
-demonstrations. Where the points go (world v3 RM, test rankings): it orders the ideal
-answer above a wrong one only 0.60 of the time (it cannot check facts and sums the SFT
-model does not know), against 0.99–1.00 for repetitive, rambling or refusing answers.
-Data beats passes: on world v3 (2,400 rankings, 1,668 for training), 1 epoch reached
-0.687 [0.665, 0.709] (label ceiling 0.781) and 3 packed epochs (318 steps, 10.5 min)
-0.696 [0.676, 0.716], where v4's three times the rankings in the same 320 steps reach
-0.717; lr 3e-4 on v3: 0.677. On world v2 (before off-topic answers; 1 epoch, unpacked,
-103 steps): rm/accuracy 0.726 [0.706, 0.747] against a ceiling of 0.807, and `:pairs`
-0.728 [0.708, 0.746] at 44 CPU-minutes against K-way's 15 (each response goes through the
+Model: the SFT `nano` (6 layers, 384 wide) and its tokenizer; response rows of 96 tokens
+(longer rows lose prompt tokens first, then the response's end; the EOS stays), batch 16
+prompts packed into 8 rows of 192 (`data.pack`), each record's 4 responses after one copy
+of its prompt (`rm.share_prompt`: each response attends to the prompt and itself; scores
+read at each response's EOS equal the unpacked ones, tests/test_packing.py), 1 epoch over
+the 5,014 training rankings of world v4 (374 steps: about 13.4 records fit a batch, the
+rest open the next), lr 1e-4 cosine; one evaluation, at the end (`eval_at_start=False`).
+Hardware: 2 CPU cores; measured 6.8 min wall on quiet cores in the main pipeline
+(chatgpt_world.py), from its SFT model: 6.0 min of training (0.96 s per step) and one
+evaluation of all 1,100 held-out rankings (packed too). The same epoch in 32 rows of 96,
+one response per segment, took 8.9 min of training (1.67 s per step) on the same machine: it
+computes on 1.7× the tokens of the shared layout, and 64 unpacked rows of 96 per step on
+3.3× (`python benchmarks/packing_fill.py --rankings`).
+Measured (world v4, seed 0): held-out rm/accuracy 0.715 [0.704, 0.728] against
+rm/label_ceiling 0.786 [0.777, 0.796]: 7.1 points below, not yet within the 5-point
+target; rm/gold_agreement 0.849 [0.840, 0.860] (the RM orders pairs more like the gold
+judge than the noisy labels do), rm/ece 0.018; normalisation bias −1.02 on the SFT
+demonstrations. The same data in 32 rows of 96 (320 steps): 0.717 [0.704, 0.729] on
+1,088 of the records (unpacked evaluation batches left the last 12 out); lr 5e-5: 0.714.
+Where the points go (held-out pairs by the responses' quality tiers): ideal against wrong
+answers 0.57 (the gold judge's ordering agrees with the labels 0.99 there) and ideal
+against partial 0.63 (0.89): 2.3 of the 7.1 points, as the RM cannot check facts and sums
+the SFT model does not know; against repetitive, rambling or refusing answers the ideal
+one wins 0.98–1.00 of the time. The SFT model's own mean token log-likelihood orders ideal above
+wrong 0.73 of the time, but added to the RM's score it lifts accuracy by 0.6 points at
+best. Data beats passes: on world v3 (2,400 rankings, 1,668 for training), 1 epoch
+reached 0.687 [0.665, 0.709] (label ceiling 0.781) and 3 packed epochs 0.696
+[0.676, 0.716], where v4's three times the rankings in one epoch reach 0.717; lr 3e-4 on
+v3: 0.677. On world v2 (before off-topic answers; 1 epoch, unpacked, 103 steps):
+rm/accuracy 0.726 [0.706, 0.747] against a ceiling of 0.807, and `:pairs` 0.728
+[0.708, 0.746] at 44 CPU-minutes against K-way's 15 (each response goes through the
 network once per prompt, not once per pair).
 `:onpolicy`, InstructGPT's data: the SFT model's own samples (K = 4 per ranking prompt,
 temperature 1, 24 tokens) ranked by the world's simulated labelers, collected first with
@@ -52,9 +62,9 @@ SFT model's own samples like the gold judge 0.605 of the time, where the model t
 the hand-made tiers manages 0.527 (chance: the tiers do not look like the policy's
 samples), and its best-of-4 pick scores 0.273 gold against 0.240 for a random sample (the
 tier-trained RM: 0.235).
-Packing: 32 rows of 96 hold 78 real tokens each where 64 unpacked rows hold 40 (on v3:
-15.7 of the 16 records fit, the rest open the next batch); --config.data.pack=False
-trains unpacked.
+Packing: --config.rm.share_prompt=False --config.rm.pack_len=96 --config.rm.pack_rows=32
+packs one response per segment (32 rows of 96 hold 78 real tokens each where 64 unpacked
+rows hold 40); --config.data.pack=False trains unpacked.
 Variant `:smoke` — no init_from: a tiny model and its own BPE on the preference texts,
 unpacked, 30 steps; seconds on a CPU.
 Consumes an SFT workdir (init_from); feeds PPO (reward and critic) and best-of-N.
