@@ -104,6 +104,7 @@ def get_config(arg=None):
     c.data.valid_path = "runs/world_collect/test.jsonl"
   if arg == "smoke":
     configs.smoke(c, init_from="", epochs=0.0, eval_steps=4,
+                  eval_at_start=True,  # the tests see its held-out loss fall from step 0
                   **{"rm.reference_max": 64, "data.pack": False, "rm.pack_rows": 0,
                      "rm.pack_len": 0, "rm.share_prompt": False})
   return c

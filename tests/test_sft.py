@@ -73,7 +73,8 @@ def test_loss_covers_assistant_content_and_eos_only(batch_and_model):
 
 def test_epochs_set_the_steps_and_each_epoch_end_is_evaluated(sft_path, tmp_path):
   workdir = str(tmp_path / "epochs")
-  train.run(tiny_sft_config(sft_path, epochs=2.0, eval_every=1000, ckpt_every=0), workdir)
+  train.run(tiny_sft_config(sft_path, epochs=2.0, total_steps=0, eval_every=1000,
+                            ckpt_every=0), workdir)
   info = json.load(open(os.path.join(workdir, "info.json")))
   # 240 records, a tenth held out: 216 train examples = 13 batches of 16 per epoch.
   assert info["train_examples"] == 216 and info["steps_per_epoch"] == 13
