@@ -24,7 +24,7 @@ no weight decay; evaluations at steps 0 and 104 on 352 of the 1,100 held-out ran
 Hardware: 2 CPU cores; measured 10.8 min wall in the main pipeline (world v4), from its
 SFT model (a short test run shared the cores for 2 of those minutes).
 Measured (seed 0, world v4): held-out dpo/accuracy 0.5 (step 0, policy = reference) →
-0.671 [0.646, 0.692] (the pipeline's RM: 0.717 on all 1,100), label ceiling 0.784,
+0.671 [0.646, 0.692] (the pipeline's RM: 0.715 on all 1,100), label ceiling 0.784,
 dpo/gold_agreement 0.769, dpo/ece 0.063; dpo/kl 0.10 nats; gold/score on 128 held-out RL
 prompts 0.276 (SFT, step 0) → 0.295. On world v3 (1 epoch of its 1,668 rankings, 17.9
 min on shared cores): dpo/accuracy 0.659 [0.637, 0.681], dpo/kl 0.34 nats, gold/score
