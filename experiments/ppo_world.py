@@ -76,9 +76,11 @@ def get_config(arg=None):
   c.ppo = configs.ppo_block()
   c.ppo.update(reward_from="runs/world_rm", max_prompt_len=64, response_len=24, kl_coef=0.05,
                epochs=1, num_minibatches=2, critic_lr=5e-5,
-               temperature=0.7)  # lm-human-preferences' rollout temperature
+               temperature=0.7,  # lm-human-preferences' rollout temperature
+               critic_from="policy")  # its zero-initialised value head on the policy trunk
   if arg == "instructgpt":
     c.ppo.update(kl_coef=0.02, target_kl=0.0, epochs=1, num_minibatches=8, ema_decay=0.992,
+                 critic_from="reward",  # InstructGPT's critic starts as the RM
                  ptx_coef=27.8, ptx_path="world:small:0/corpus", ptx_batch_size=16,
                  ptx_seq_len=64)
     c.batch_size = 64
