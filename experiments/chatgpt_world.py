@@ -26,15 +26,15 @@ about that or lower), then sft_world, rm_world and ppo_world as they are: see th
 run-books for models, data and per-stage measurements (taken from a step-200 base).
 Hardware: 2 CPU cores. Measured (seed 0), stage by stage on quiet cores: pretrain 11.3
 and SFT 5.5 min (a world v3 run; world v4 changed only the rankings, which they do not
-read), then on world v4 RM 6.8, PPO 2.6 and the report about 4 min: about 31 min. On
+read), then on world v4 RM 6.8, PPO 2.5 and the report about 4 min: about 31 min. On
 world v3 a run on shared cores, killed during SFT and rerun, wrote an identical
 report.json. The GPU figure is still to be measured.
 Measured metrics (world v4, report.json, 174 held-out prompts of the SFT split, 95%
 intervals): gold score base 0.188 [0.148, 0.232], SFT 0.296 [0.249, 0.341], best-of-4
-0.314, best-of-16 0.313, PPO 0.307 [0.260, 0.353]; SFT − base +0.107 [+0.058, +0.157];
-PPO − SFT +0.011 [−0.009, +0.030], not significant here, where PPO's own evaluation on
-128 held-out RL-split prompts gives +0.039 [+0.013, +0.065] and the RL split's 381
-untouched validation prompts +0.005 [−0.002, +0.012]; RM accuracy 0.715 against a
+0.314, best-of-16 0.313, PPO 0.314 [0.265, 0.362]; SFT − base +0.107 [+0.058, +0.157];
+PPO − SFT +0.018 [−0.005, +0.044], not significant here, where PPO's own evaluation on
+128 held-out RL-split prompts gives +0.048 [+0.028, +0.068] and the RL split's 381
+untouched validation prompts +0.020 [+0.009, +0.030]; RM accuracy 0.715 against a
 label ceiling of 0.786, gold agreement 0.849 on the world's rankings and 0.691 on the
 policies' own answers. With every method: GRPO +0.013 [−0.022, +0.048], DPO +0.004,
 RLOO −0.004; on the untouched validation prompts GRPO +0.024 [+0.008, +0.040] and RLOO
