@@ -127,22 +127,20 @@ class _RecordBatch:
     self.score_pos_GxBxK = np.zeros((g, b, k), np.int32)
     self.records_G = np.zeros(g, np.int64)
 
-  def _parts(self, prompt_lens: list[int], ends: list[int]) -> list[list[int]]:
-    """Responses (indices into the present ones) grouped into parts: one each, or with
-    share_prompt consecutive ones with the same prompt while prompt + responses fit a row."""
-    parts = []
+  def _parts(self, prompt_lens: list[int], ends: list[int]):
+    """(parts, their lengths): responses (indices into the present ones) grouped one per
+    part, or with share_prompt consecutive ones with the same prompt while prompt +
+    responses fit a row. A part's length is its prompt plus its responses with EOS."""
+    parts, lengths = [], []
     for i, (prompt_len, end) in enumerate(zip(prompt_lens, ends)):
       if (self.share_prompt and parts and prompt_lens[parts[-1][0]] == prompt_len
-          and self._part_length(parts[-1], prompt_lens, ends) + end - prompt_len
-          <= self.row_len):
+          and lengths[-1] + end - prompt_len <= self.row_len):
         parts[-1].append(i)
+        lengths[-1] += end - prompt_len
       else:
         parts.append([i])
-    return parts
-
-  @staticmethod
-  def _part_length(part: list[int], prompt_lens: list[int], ends: list[int]) -> int:
-    return prompt_lens[part[0]] + sum(ends[i] - prompt_lens[i] for i in part)
+        lengths.append(end)
+    return parts, lengths
 
   def add(self, example: dict) -> bool:
     """Places a `pipeline.preference_examples` record; False when it fits in no group."""
@@ -151,8 +149,7 @@ class _RecordBatch:
     # mask's last token).
     prompt_lens = [int(np.flatnonzero(example["response_mask"][k])[0]) for k in present]
     ends = [int(np.flatnonzero(example["response_mask"][k])[-1]) + 1 for k in present]
-    parts = self._parts(prompt_lens, ends)
-    lengths = [self._part_length(part, prompt_lens, ends) for part in parts]
+    parts, lengths = self._parts(prompt_lens, ends)
     for g in range(len(self.records_G)):
       if self.records_G[g] == self.index_GxB.shape[1]:
         continue
