@@ -22,6 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every = 10
   c.eval_every = 200              # 0 = never
   c.eval_at_start = True          # also evaluate the initial state (step 0) of a fresh run
+  c.eval_at_epoch_end = True      # also evaluate at each epoch's end (runs with epochs > 0)
   c.eval_steps = 20               # validation batches per evaluation
   c.ckpt_every = 500
   c.keep_ckpts = 3

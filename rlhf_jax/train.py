@@ -226,7 +226,8 @@ def _loop(config, task, mesh, state, step_fn, data_iter, train_rng, eval_rng, wr
     if pending is not None:
       fetch(*pending)
       pending = None
-    epoch_end = task.steps_per_epoch and step % task.steps_per_epoch == 0
+    epoch_end = (config.eval_at_epoch_end and task.steps_per_epoch
+                 and step % task.steps_per_epoch == 0)
     evaluate = config.eval_every and (step % config.eval_every == 0 or step == total
                                       or epoch_end)
     save = on_schedule(step)

@@ -71,16 +71,19 @@ def test_loss_covers_assistant_content_and_eos_only(batch_and_model):
   assert abs(_loss(model, params, edited, mask) - reference) > 1e-4
 
 
-def test_epochs_set_the_steps_and_each_epoch_end_is_evaluated(sft_path, tmp_path):
+@pytest.mark.parametrize("at_epoch_end", [True, False])
+def test_epochs_set_the_steps_and_each_epoch_end_is_evaluated(sft_path, tmp_path, at_epoch_end):
   workdir = str(tmp_path / "epochs")
   train.run(tiny_sft_config(sft_path, epochs=2.0, total_steps=0, eval_every=1000,
-                            ckpt_every=0), workdir)
+                            ckpt_every=0, eval_at_epoch_end=at_epoch_end), workdir)
   info = json.load(open(os.path.join(workdir, "info.json")))
   # 240 records, a tenth held out: 216 train examples = 13 batches of 16 per epoch.
   assert info["train_examples"] == 216 and info["steps_per_epoch"] == 13
   assert info["total_steps"] == 26
   rows = metrics.read_metrics(workdir)
-  assert [r["step"] for r in rows if "eval/loss" in r] == [0, 13, 26]
+  # eval_at_epoch_end=False leaves the first and the last evaluation.
+  assert [r["step"] for r in rows if "eval/loss" in r] == ([0, 13, 26] if at_epoch_end
+                                                          else [0, 26])
   assert max(r["step"] for r in rows) == 26
   evals = [r["eval/loss"] for r in rows if "eval/loss" in r]
   assert evals[-1] < evals[0] - 0.5, evals
