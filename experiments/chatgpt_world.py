@@ -73,5 +73,5 @@ def get_config(arg=None):
     c.report.update(num_prompts=16, batch_size=8, max_new_tokens=8, best_of="2,4",
                     num_examples=2)
   else:
-    c.pretrain.total_steps = 200
+    c.pretrain.total_steps = 400
   return c

@@ -40,18 +40,21 @@ def get_config(arg=None):
   c.data.seq_len = 128
   c.model.preset = "nano"
   c.batch_size = 16
-  c.epochs = 5.0
+  c.data.pack = True        # whole demonstrations fill each row of 128 (3.7 per row)
+  c.epochs = 15.0           # 11 steps per epoch: 165 steps
   c.total_steps = 0         # the length is set by epochs
   c.optim.lr = 3e-4
   c.optim.warmup_steps = 20
   c.optim.weight_decay = 0.0
   c.log_every = 10
-  c.eval_every = 1000       # evaluations fall on epoch boundaries (and the last step)
+  c.eval_every = 55         # every 5 epochs (and at the start)
+  c.eval_at_epoch_end = False
   c.eval_steps = 8
   c.ckpt_every = 50
   c.sampling.max_new_tokens = 48
   if arg == "smoke":
     configs.smoke(c, init_from="", epochs=0.0, **{"data.seq_len": 128,"gold_eval.num_prompts": 16,
                                                   "gold_eval.batch_size": 8,
-                                                  "sampling.max_new_tokens": 16})
+                                                  "sampling.max_new_tokens": 16,
+                                                  "data.pack": False, "eval_at_epoch_end": True})
   return c
