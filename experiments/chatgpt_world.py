@@ -20,25 +20,21 @@ The other methods, each from the same SFT model and RM, are stages too: add them
 compares every method with SFT and PPO (gold score, RM score, KL to SFT, wall-clock,
 samples generated) and plots gold score against KL per method.
 
-Stages: pretrain_world cut to 200 steps (its 600-step run measured eval/loss 0.925 at step
-200 and takes 23 minutes; a 200-step schedule decays the learning rate sooner, so expect
-about that or lower), then sft_world, rm_world and ppo_world as they are: see their
-run-books for models, data and per-stage measurements (taken from a step-200 base).
-Hardware: 2 CPU cores. Measured (seed 0), stage by stage on quiet cores: pretrain 11.3
-and SFT 5.5 min (a world v3 run; world v4 changed only the rankings, which they do not
-read), then on world v4 RM 6.8, PPO 2.5 and the report about 4 min: about 31 min. On
-world v3 a run on shared cores, killed during SFT and rerun, wrote an identical
-report.json. The GPU figure is still to be measured.
-Measured metrics (world v4, report.json, 174 held-out prompts of the SFT split, 95%
-intervals): gold score base 0.188 [0.148, 0.232], SFT 0.296 [0.249, 0.341], best-of-4
-0.314, best-of-16 0.313, PPO 0.314 [0.265, 0.362]; SFT − base +0.107 [+0.058, +0.157];
-PPO − SFT +0.018 [−0.005, +0.044], not significant here, where PPO's own evaluation on
-128 held-out RL-split prompts gives +0.048 [+0.028, +0.068] and the RL split's 381
-untouched validation prompts +0.020 [+0.009, +0.030]; RM accuracy 0.715 against a
-label ceiling of 0.786, gold agreement 0.849 on the world's rankings and 0.691 on the
-policies' own answers. With every method: GRPO +0.013 [−0.022, +0.048], DPO +0.004,
-RLOO −0.004; on the untouched validation prompts GRPO +0.024 [+0.008, +0.040] and RLOO
-+0.015 [+0.005, +0.027] (README: "What the main job shows").
+Stages: pretrain_world cut to 400 steps (eval/loss 0.568 at step 400, below its 600-step
+run's 0.59; the earlier 200-step cut stopped at 0.93), then sft_world, rm_world and
+ppo_world as they are: see their run-books for models, data and per-stage measurements.
+Hardware: 2 CPU cores. Measured (seed 0, world v4), stage by stage on quiet cores: pretrain
+14.5, SFT 3.3, RM 5.5, PPO 2.2 min and the report 3.2 min: about 29 min.
+Measured metrics (report.json, 174 held-out prompts of the SFT split, 95% intervals): gold
+score base (few-shot) 0.482 [0.420, 0.542], SFT 0.545 [0.488, 0.599], best-of-4 0.510,
+best-of-16 0.518, PPO 0.541 [0.485, 0.592]; SFT − base +0.064 [−0.004, +0.132] (gold win
+rate 0.609 [0.552, 0.670]); PPO − SFT −0.004 [−0.016, +0.005]; best-of-4 − SFT −0.035
+[−0.064, −0.010]; RM accuracy 0.720 against a label ceiling of 0.786 (6.6 points short),
+gold agreement 0.853 on the world's rankings but 0.644 on the policies' own greedy answers
+and 0.569 on the SFT samples best-of-N chooses among: the RM cannot yet improve on this SFT
+model (README: "What the main job shows"). With the earlier 200-step base: SFT 0.296
+against the base's 0.188 (+0.107 [+0.058, +0.157]), PPO − SFT +0.018 [−0.005, +0.044],
+RM 0.715.
 Variant `:smoke` — every stage's tiny smoke settings, chained the same way, with a small
 report; budget 3 minutes on 2 CPU cores. Measured without the report
 (--config.report.num_prompts=0): 83 s wall, 67 s CPU, on 2 shared cores with a cold data

@@ -25,19 +25,22 @@ of its prompt (`rm.share_prompt`: each response attends to the prompt and itself
 read at each response's EOS equal the unpacked ones, tests/test_packing.py), 1 epoch over
 the 5,014 training rankings of world v4 (374 steps: about 13.4 records fit a batch, the
 rest open the next), lr 1e-4 cosine; one evaluation, at the end (`eval_at_start=False`).
-Hardware: 2 CPU cores; measured 6.8 min wall on quiet cores in the main pipeline
-(chatgpt_world.py), from its SFT model: 6.0 min of training (0.96 s per step) and one
-evaluation of all 1,100 held-out rankings (packed too). The same epoch in 32 rows of 96,
+Hardware: 2 CPU cores; measured 5.5 min wall on quiet cores in the main pipeline
+(chatgpt_world.py), from its SFT model (6.8 min in an earlier run: 6.0 min of training at
+0.96 s per step, then one evaluation of all 1,100 held-out rankings, packed too). The same epoch in 32 rows of 96,
 one response per segment, took 8.9 min of training (1.67 s per step) on the same machine: it
 computes on 1.7× the tokens of the shared layout, and 64 unpacked rows of 96 per step on
 3.3× (`python benchmarks/packing_fill.py --rankings`).
-Measured (world v4, seed 0): held-out rm/accuracy 0.715 [0.704, 0.728] against
-rm/label_ceiling 0.786 [0.777, 0.796]: 7.1 points below, not yet within the 5-point
-target; rm/gold_agreement 0.849 [0.840, 0.860] (the RM orders pairs more like the gold
-judge than the noisy labels do), rm/ece 0.018; normalisation bias −1.02 on the SFT
-demonstrations. The same data in 32 rows of 96 (320 steps): 0.717 [0.704, 0.729] on
+Measured (world v4, seed 0, the main pipeline's SFT model from its 400-step base):
+held-out rm/accuracy 0.720 [0.708, 0.732] against rm/label_ceiling 0.786 [0.777, 0.796]:
+6.6 points below, not yet within the 5-point target; rm/gold_agreement 0.853 [0.843,
+0.864] (the RM orders pairs more like the gold judge than the noisy labels do), rm/ece
+0.015; normalisation bias −1.82 on the SFT demonstrations. From an SFT model tuned at lr
+3e-4 instead of 6e-4: 0.723 [0.712, 0.735]; from the unpacked 5-epoch SFT of the 400-step
+base: 0.720; from the earlier 200-step base's SFT: 0.715 [0.704, 0.728] (gold agreement
+0.849): a better-trained backbone buys half a point. The same data in 32 rows of 96 (320 steps): 0.717 [0.704, 0.729] on
 1,088 of the records (unpacked evaluation batches left the last 12 out); lr 5e-5: 0.714.
-Where the points go (held-out pairs by the responses' quality tiers): ideal against wrong
+Where the points go (that 200-step-base RM; held-out pairs by quality tier): ideal against wrong
 answers 0.57 (the gold judge's ordering agrees with the labels 0.99 there) and ideal
 against partial 0.63 (0.89): 2.3 of the 7.1 points, as the RM cannot check facts and sums
 the SFT model does not know; against repetitive, rambling or refusing answers the ideal
