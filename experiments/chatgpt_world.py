@@ -32,7 +32,9 @@ rate 0.609 [0.552, 0.670]); PPO − SFT −0.004 [−0.016, +0.005]; best-of-4 �
 [−0.064, −0.010]; RM accuracy 0.720 against a label ceiling of 0.786 (6.6 points short),
 gold agreement 0.853 on the world's rankings but 0.644 on the policies' own greedy answers
 and 0.569 on the SFT samples best-of-N chooses among: the RM cannot yet improve on this SFT
-model (README: "What the main job shows"). With the earlier 200-step base: SFT 0.296
+model (README: "What the main job shows"). With every method, differences from SFT: DPO
++0.002 [−0.013, +0.019], RLOO −0.005, GRPO −0.018 (each stage 1–7.5 min; the report with
+every method 3.7 min). With the earlier 200-step base: SFT 0.296
 against the base's 0.188 (+0.107 [+0.058, +0.157]), PPO − SFT +0.018 [−0.005, +0.044],
 RM 0.715.
 Variant `:smoke` — every stage's tiny smoke settings, chained the same way, with a small

@@ -21,9 +21,13 @@ Model: the SFT `nano` (6 layers, 384 wide) and its tokenizer; rows of 96 tokens 
 rows lose prompt tokens first), batch 16 prompts (64 rows), 104 steps (a third of an epoch
 of world v4's 5,014 training rankings), lr 1e-5 (PPO's) constant after 10 warm-up steps,
 no weight decay; evaluations at steps 0 and 104 on 352 of the 1,100 held-out rankings.
-Hardware: 2 CPU cores; measured 10.8 min wall in the main pipeline (world v4), from its
-SFT model (a short test run shared the cores for 2 of those minutes).
-Measured (seed 0, world v4): held-out dpo/accuracy 0.5 (step 0, policy = reference) →
+Hardware: 2 CPU cores; measured 7.5 min wall in the main pipeline (world v4, quiet cores),
+from its SFT model (10.8 min in an earlier run that shared the cores for 2 minutes).
+Measured (seed 0, world v4, the main pipeline's SFT of its 400-step base): dpo/accuracy
+0.676 [0.651, 0.699] against a label ceiling of 0.784 (the pipeline's RM: 0.720 on all
+1,100), dpo/gold_agreement 0.766, dpo/kl 0.18 nats; gold/score on 128 held-out RL prompts
+0.517 (SFT) → 0.504; on the report's 174 prompts +0.002 [−0.013, +0.019] over SFT.
+From the 200-step base's SFT: held-out dpo/accuracy 0.5 (step 0, policy = reference) →
 0.671 [0.646, 0.692] (the pipeline's RM: 0.715 on all 1,100), label ceiling 0.784,
 dpo/gold_agreement 0.769, dpo/ece 0.063; dpo/kl 0.10 nats; gold/score on 128 held-out RL
 prompts 0.276 (SFT, step 0) → 0.295. On world v3 (1 epoch of its 1,668 rankings, 17.9

@@ -38,13 +38,15 @@ held-out rm/accuracy 0.720 [0.708, 0.732] against rm/label_ceiling 0.786 [0.777,
 0.015; normalisation bias −1.82 on the SFT demonstrations. From an SFT model tuned at lr
 3e-4 instead of 6e-4: 0.723 [0.712, 0.735]; from the unpacked 5-epoch SFT of the 400-step
 base: 0.720; from the earlier 200-step base's SFT: 0.715 [0.704, 0.728] (gold agreement
-0.849): a better-trained backbone buys half a point. The same data in 32 rows of 96 (320 steps): 0.717 [0.704, 0.729] on
-1,088 of the records (unpacked evaluation batches left the last 12 out); lr 5e-5: 0.714.
-Where the points go (that 200-step-base RM; held-out pairs by quality tier): ideal against wrong
-answers 0.57 (the gold judge's ordering agrees with the labels 0.99 there) and ideal
-against partial 0.63 (0.89): 2.3 of the 7.1 points, as the RM cannot check facts and sums
-the SFT model does not know; against repetitive, rambling or refusing answers the ideal
-one wins 0.98–1.00 of the time. The SFT model's own mean token log-likelihood orders ideal above
+0.849): a better-trained backbone buys half a point. With the 200-step base, the same
+data in 32 rows of 96 (320 steps): 0.717 [0.704, 0.729] on 1,088 of the records
+(unpacked evaluation batches left the last 12 out); lr 5e-5: 0.714.
+Where the points go (held-out pairs by quality tier; scores from python -m rlhf_jax.score
+on the test rankings): ideal against wrong answers 0.56 (the gold judge's ordering agrees
+with the labels 0.99 there; the 200-step base's RM: 0.57) and ideal against partial 0.68
+(0.89): 2.2 of the 6.6 points, as the RM cannot check facts, sums and what the prompt's
+text says; against repetitive, rambling or refusing answers the ideal one wins 0.98–1.00
+of the time. The SFT model's own mean token log-likelihood orders ideal above
 wrong 0.73 of the time, but added to the RM's score it lifts accuracy by 0.6 points at
 best. Data beats passes: on world v3 (2,400 rankings, 1,668 for training), 1 epoch
 reached 0.687 [0.665, 0.709] (label ceiling 0.781) and 3 packed epochs 0.696
