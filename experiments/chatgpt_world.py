@@ -28,7 +28,8 @@ Hardware: 2 CPU cores. Measured (seed 0, world v4), stage by stage on quiet core
 Measured metrics (report.json, 174 held-out prompts of the SFT split, 95% intervals): gold
 score base (few-shot) 0.482 [0.420, 0.542], SFT 0.545 [0.488, 0.599], best-of-4 0.510,
 best-of-16 0.518, PPO 0.541 [0.485, 0.592]; SFT − base +0.064 [−0.004, +0.132] (gold win
-rate 0.609 [0.552, 0.670]); PPO − SFT −0.004 [−0.016, +0.005]; best-of-4 − SFT −0.035
+rate 0.609 [0.552, 0.670]); PPO − SFT −0.004 [−0.016, +0.005] (on the RL split's 381
+untouched validation prompts +0.016 [+0.001, +0.031]); best-of-4 − SFT −0.035
 [−0.064, −0.010]; RM accuracy 0.720 against a label ceiling of 0.786 (6.6 points short),
 gold agreement 0.853 on the world's rankings but 0.644 on the policies' own greedy answers
 and 0.569 on the SFT samples best-of-N chooses among: the RM cannot yet improve on this SFT
