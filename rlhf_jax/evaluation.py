@@ -56,19 +56,23 @@ def prompt_records(records: Sequence[dict], limit: int = 0) -> list[dict]:
 
 
 def held_out_records(data: str, split: str, num_prompts: int = 0):
-  """(prompt records of `split`, the train split's demonstrations) of world data.
+  """(prompt records of `split`, the world's SFT demonstrations for few-shot prompts).
 
   `data` is a world spec (`world:SIZE:SEED/sft` or `/prompts`); `num_prompts` > 0 keeps
-  the first that many prompts.
+  the first that many prompts. The demonstrations are always the train split of the same
+  world's `/sft` data: a `/prompts` split holds no answers to show.
   """
   if not data.startswith("world:"):
     raise UserError(f"--data={data!r}: gold judging needs world data (world:SIZE:SEED/sft or "
                     f"/prompts); pass --data")
-  splits = store.local_dataset(data, "prompts" if data.endswith("/prompts") else "sft")
+  is_prompts = data.endswith("/prompts")
+  splits = store.local_dataset(data, "prompts" if is_prompts else "sft")
   if split not in splits:
     raise UserError(f"--split={split!r}; use one of {sorted(splits)}")
-  source, train = splits[split], splits["train"]
+  source = splits[split]
   records = prompt_records((source[i] for i in range(len(source))), num_prompts)
+  train = (store.local_dataset(data[:-len("prompts")] + "sft", "sft") if is_prompts
+           else splits)["train"]
   demonstrations = [train[i] for i in range(len(train))]
   return records, demonstrations
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from rlhf_jax import metrics
+from rlhf_jax import evaluation, metrics
 from rlhf_jax.data import readers
 from rlhf_jax.evaluation import SAMPLES_FILE
 
@@ -107,6 +107,17 @@ def test_evaluate_compares_the_policy_with_the_few_shot_base(world_runs):
   assert len(base_samples) == 16
   assert all("\nQ:" not in s["response"] and "\n\n" not in s["response"]
              for s in base_samples)
+
+
+def test_few_shot_shots_for_prompts_data_are_the_worlds_answered_demonstrations():
+  """The RL split (/prompts) holds no answers: a base model prompted few-shot on its prompts
+  is shown the same world's SFT demonstrations, each with its answer."""
+  records, shots = evaluation.held_out_records("world:small:0/prompts", "validation", 4)
+  _, sft_shots = evaluation.held_out_records("world:small:0/sft", "test", 4)
+  assert len(records) == 4 and shots == sft_shots
+  assert all(shot["messages"][-1]["role"] == "assistant" for shot in shots)
+  text = evaluation.few_shot_text(records[0]["messages"], shots[:3])
+  assert text.count("\nA: ") == 3 and text.endswith("\nA:")
 
 
 def test_evaluate_against_a_chat_policy_prompts_both_alike(world_runs):
