@@ -68,8 +68,11 @@ def get_config(arg=None):
   for stage, name in STAGE_EXPERIMENTS.items():
     c[stage] = configs.experiment_module(os.path.join(here, f"{name}.py")).get_config(arg)
   c.report = configs.report_block()
+  # Every held-out test prompt of the world: the labelers' SFT prompts, then the RL split's
+  # users' prompts (PPO's distribution); report.json also pairs each set alone.
+  c.report.update(data=f"{c.sft.data.path},{c.ppo.data.path}", num_prompts=1000)
   if arg == "smoke":
-    c.report.update(num_prompts=16, batch_size=8, max_new_tokens=8, best_of="2,4",
+    c.report.update(num_prompts=8, batch_size=8, max_new_tokens=8, best_of="2,4",
                     num_examples=2)
   else:
     c.pretrain.total_steps = 400

@@ -132,7 +132,10 @@ def experiment_module(path: str):
 def report_block() -> ml_collections.ConfigDict:
   """A pipeline's `config.report`: the evaluation written once every stage is done."""
   return ml_collections.ConfigDict(dict(
-      num_prompts=256,            # held-out prompts evaluated; 0 = write no report
+      num_prompts=256,            # held-out prompts evaluated (the first of each source);
+                                  # 0 = write no report
+      data="",                    # world specs, comma-separated, whose test prompts are
+                                  # evaluated in order; "" = the SFT stage's data.path
       batch_size=32,              # prompts per generation call (divisible by the devices)
       max_new_tokens=48,          # response budget
       best_of="4,16",             # N of each best-of-N policy, comma-separated

@@ -7,7 +7,8 @@ The policy in DIR answers through the chat template; the base model in BASE_DIR 
 pretraining workdir) is prompted few-shot in the Q:/A: form of its corpus with
 demonstrations from the data's train split, or, with --base_style chat, answers through
 the chat template too (another trained policy: PPO against its SFT model on a split no
-run was tuned on, e.g. --data world:small:0/prompts --split validation). Prints gold/score
+run was tuned on, e.g. --data world:small:0/prompts --split validation; both of a world's
+prompt sets: --data world:small:0/sft,world:small:0/prompts). Prints gold/score
 with its 95% interval, per category and per family, the paired difference policy − base
 with its interval, and writes DIR/eval_gold.json and DIR/eval_samples_{policy,base}.jsonl.
 
@@ -86,8 +87,10 @@ def _print_report(results: dict, workdir: str) -> None:
   for name, p in results["policies"].items():
     g = p["gold"]
     print(f"{name}: gold {g['mean']:.3f} [{g['lo']:.3f}, {g['hi']:.3f}] n={g['n']}")
-  for name, d in results["diffs"].items():
-    print(f"{name}: {d['mean']:+.3f} (95% CI [{d['lo']:+.3f}, {d['hi']:+.3f}])")
+  for source, diffs in [("", results["diffs"]), *results.get("diffs_by_source", {}).items()]:
+    for name, d in diffs.items():
+      where = f" on the {source} prompts" if source else ""
+      print(f"{name}{where}: {d['mean']:+.3f} (95% CI [{d['lo']:+.3f}, {d['hi']:+.3f}])")
   print(f"wrote {os.path.join(os.path.abspath(workdir), 'report.md')}")
 
 
@@ -101,7 +104,8 @@ def main(argv=None) -> int:
                            "chat (a trained policy, e.g. the SFT model)")
   parser.add_argument("--data", default="", help="default: the workdir's data.path")
   parser.add_argument("--split", default="test")
-  parser.add_argument("--num_prompts", type=int, default=0, help="0 = the whole split")
+  parser.add_argument("--num_prompts", type=int, default=0,
+                      help="the first N of each --data spec; 0 = the whole split")
   parser.add_argument("--max_new_tokens", type=int, default=48)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--seed", type=int, default=0)

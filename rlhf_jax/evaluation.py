@@ -58,21 +58,30 @@ def prompt_records(records: Sequence[dict], limit: int = 0) -> list[dict]:
 def held_out_records(data: str, split: str, num_prompts: int = 0):
   """(prompt records of `split`, the world's SFT demonstrations for few-shot prompts).
 
-  `data` is a world spec (`world:SIZE:SEED/sft` or `/prompts`); `num_prompts` > 0 keeps
-  the first that many prompts. The demonstrations are always the train split of the same
-  world's `/sft` data: a `/prompts` split holds no answers to show.
+  `data` is a world spec (`world:SIZE:SEED/sft` or `/prompts`), or several of one world
+  separated by commas (e.g. both: labelers' SFT prompts, then the RL split's users'
+  prompts, in that order); each record's "source" names its spec's kind. `num_prompts` > 0
+  keeps the first that many prompts of each spec. The demonstrations are always the train
+  split of the world's `/sft` data: a `/prompts` split holds no answers to show.
   """
-  if not data.startswith("world:"):
+  specs = [spec.strip() for spec in data.split(",") if spec.strip()]
+  if not specs or not all(spec.startswith("world:") for spec in specs):
     raise UserError(f"--data={data!r}: gold judging needs world data (world:SIZE:SEED/sft or "
-                    f"/prompts); pass --data")
-  is_prompts = data.endswith("/prompts")
-  splits = store.local_dataset(data, "prompts" if is_prompts else "sft")
-  if split not in splits:
-    raise UserError(f"--split={split!r}; use one of {sorted(splits)}")
-  source = splits[split]
-  records = prompt_records((source[i] for i in range(len(source))), num_prompts)
-  train = (store.local_dataset(data[:-len("prompts")] + "sft", "sft") if is_prompts
-           else splits)["train"]
+                    f"/prompts, or both comma-separated); pass --data")
+  worlds = {spec.rsplit("/", 1)[0] for spec in specs}
+  if len(worlds) > 1:
+    raise UserError(f"--data={data!r} names several worlds {sorted(worlds)}; evaluate "
+                    f"one world's prompts at a time")
+  records = []
+  for spec in specs:
+    kind = "prompts" if spec.endswith("/prompts") else "sft"
+    splits = store.local_dataset(spec, kind)
+    if split not in splits:
+      raise UserError(f"--split={split!r}; use one of {sorted(splits)}")
+    source = splits[split]
+    records += [dict(r, source=kind) for r in
+                prompt_records((source[i] for i in range(len(source))), num_prompts)]
+  train = store.local_dataset(f"{worlds.pop()}/sft", "sft")["train"]
   demonstrations = [train[i] for i in range(len(train))]
   return records, demonstrations
 

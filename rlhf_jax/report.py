@@ -2,8 +2,9 @@
 
 A pipeline workdir holds one stage workdir per stage: DIR/pretrain, DIR/sft, DIR/rm and
 DIR/ppo, and optionally the other methods trained from the same SFT model and RM: DIR/dpo,
-DIR/grpo, DIR/rloo. On the world's held-out test prompts (the test split of the SFT data)
-the report compares, by the gold judge (`evaluation`), the policies
+DIR/grpo, DIR/rloo. On the world's held-out test prompts (the test splits of
+`report.data`, world specs; by default the SFT stage's data) the report compares, by the
+gold judge (`evaluation`), the policies
 
   base        the pretrained model prompted few-shot (Q:/A: with same-family demonstrations)
   sft         the SFT model, greedy
@@ -95,13 +96,22 @@ def _stages(workdir: str, notes: list[str]) -> dict[str, str]:
   return found
 
 
-def _gold_block(metas, scores: dict) -> dict:
-  s = evaluation.summarize(metas, scores)
-  return {"mean": s["gold/score"], "lo": s["gold/score_lo"], "hi": s["gold/score_hi"],
-          "n": int(s["gold/n"]),
-          "by_category": {c: s[f"gold/{c}"] for c in evaluation.CATEGORIES},
-          "by_family": {k[len("gold/family/"):]: v for k, v in s.items()
-                        if k.startswith("gold/family/")}}
+def _gold_block(records, scores: dict) -> dict:
+  """Gold score with its interval, by category and family, and by source (the kind of
+  world data a prompt came from: sft, prompts) with intervals when there are several."""
+  s = evaluation.summarize([r["meta"] for r in records], scores)
+  block = {"mean": s["gold/score"], "lo": s["gold/score_lo"], "hi": s["gold/score_hi"],
+           "n": int(s["gold/n"]),
+           "by_category": {c: s[f"gold/{c}"] for c in evaluation.CATEGORIES},
+           "by_family": {k[len("gold/family/"):]: v for k, v in s.items()
+                         if k.startswith("gold/family/")}}
+  sources = np.array([r["source"] for r in records])
+  if len(set(sources)) > 1:
+    block["by_source"] = {
+        source: {**_named(evaluation.interval(scores["total"][sources == source]), "mean"),
+                 "n": int((sources == source).sum())}
+        for source in dict.fromkeys(sources)}
+  return block
 
 
 def _named(triple, key: str) -> dict:
@@ -134,8 +144,9 @@ class _Run:
   def __init__(self, stages: dict, cfg, mesh):
     self.cfg, self.mesh = cfg, mesh
     self.sft = policy_lib.load(stages["sft"], mesh)
+    self.data = cfg.data or self.sft.config.data.path
     self.records, self.demonstrations = evaluation.held_out_records(
-        self.sft.config.data.path, "test", cfg.num_prompts)
+        self.data, "test", cfg.num_prompts)
     self.metas = [r["meta"] for r in self.records]
     self.rm = score.reward_scorer(stages["rm"], mesh) if "rm" in stages else None
     self.key = jax.random.key(cfg.seed)
@@ -237,8 +248,8 @@ def _methods(run: _Run, trained: dict, stages: dict, gold: dict, rm: dict,
 def _samples(run: _Run, texts, gold, rm, best_of) -> list[dict]:
   rows = []
   for i, record in enumerate(run.records):
-    row = {"id": record["meta"].get("id", i), "family": record["meta"]["family"],
-           "prompt": record["messages"],
+    row = {"id": record["meta"].get("id", i), "source": record["source"],
+           "family": record["meta"]["family"], "prompt": record["messages"],
            "responses": {name: {"text": texts[name][i], "gold": float(gold[name]["total"][i]),
                                 "rm": None if rm[name] is None else float(rm[name][i])}
                          for name in texts}}
@@ -325,8 +336,9 @@ def report_mesh():
 
 def write_report(pipeline_workdir: str, report_config) -> dict:
   """Evaluates a pipeline workdir's policies and writes the report; returns report.json's
-  dict: policies.<name>.{gold: {mean, lo, hi, n, by_category, by_family}, rm: {mean, lo,
-  hi}}, diffs.<a>_vs_<b>.{mean, lo, hi}, win_rates.<a>_vs_<b>.{gold, rm}.{rate, lo, hi},
+  dict: policies.<name>.{gold: {mean, lo, hi, n, by_category, by_family[, by_source]}, rm:
+  {mean, lo, hi}}, diffs.<a>_vs_<b>.{mean, lo, hi}[, diffs_by_source.<source>.<a>_vs_<b>],
+  win_rates.<a>_vs_<b>.{gold, rm}.{rate, lo, hi},
   rm.{accuracy, label_ceiling, gold_agreement, ...}, reward_vs_kl [...], methods.<name>
   (with a method besides PPO: see `_methods`), examples [...]."""
   workdir = os.path.abspath(pipeline_workdir)
@@ -347,14 +359,20 @@ def write_report(pipeline_workdir: str, report_config) -> dict:
                if set(trained) - {"ppo"} else {})
 
   report = {"config": cfg.to_dict(), "notes": notes, "prompts": len(run.records),
-            "data": run.sft.config.data.path,
+            "data": run.data,
             "stages": {s: checkpoint.saved_step(d, "workdir") for s, d in stages.items()},
             "policies": {}}
   for name in texts:
-    report["policies"][name] = {"gold": _gold_block(run.metas, gold[name])}
+    report["policies"][name] = {"gold": _gold_block(run.records, gold[name])}
     if rm[name] is not None:
       report["policies"][name]["rm"] = _named(evaluation.interval(rm[name]), "mean")
   report["diffs"], report["win_rates"] = _comparisons(gold, rm, counts)
+  sources = np.array([r["source"] for r in run.records])
+  if len(set(sources)) > 1:  # the same paired differences on each source's prompts alone
+    report["diffs_by_source"] = {
+        source: _comparisons({n: {"total": g["total"][sources == source]}
+                              for n, g in gold.items()}, dict.fromkeys(gold), counts)[0]
+        for source in dict.fromkeys(sources)}
   if "rm" in stages:
     report["rm"] = _rm_heldout(stages["rm"])
     if not report["rm"]:

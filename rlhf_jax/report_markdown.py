@@ -54,8 +54,11 @@ def _policies(report: dict, workdir: str) -> list[str]:
 def _comparisons(report: dict) -> list[str]:
   lines = ["## Paired differences and win rates", "",
            "Paired over the same prompts; win rates count a tie as ½.", ""]
-  lines += _table(["comparison", "gold difference [95% CI]"],
-                  [[name.replace("_vs_", " − "), _ci(d, signed=True)]
+  by_source = report.get("diffs_by_source", {})
+  lines += _table(["comparison", "gold difference [95% CI]",
+                   *(f"`{source}` split only" for source in by_source)],
+                  [[name.replace("_vs_", " − "), _ci(d, signed=True),
+                    *(_ci(diffs[name], signed=True) for diffs in by_source.values())]
                    for name, d in report["diffs"].items()])
   lines += [""] + _table(
       ["win rate", "gold judge [95% CI]", "reward model [95% CI]"],

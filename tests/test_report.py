@@ -165,6 +165,33 @@ def test_win_rate_and_gold_agreement_by_hand():
       [[1, 1, 0], [1, 0, 0], [1, 1, 1]])
 
 
+def test_report_over_both_prompt_sets_scores_and_pairs_each_set_alone(pipeline_dir, tmp_path):
+  """report.data naming the SFT and the RL prompts: n prompts of each, in that order; the
+  gold score and each paired difference per set, whose n-weighted means are the overall."""
+  root = tmp_path / "both"
+  root.mkdir()
+  for name in ("pretrain", "sft"):
+    os.symlink(os.path.join(pipeline_dir, name), root / name)
+  out = report.write_report(str(root), _config(
+      data="world:small:0/sft,world:small:0/prompts", num_prompts=4))
+  assert out["prompts"] == 8 and set(out["policies"]) == {"base", "sft"}
+  samples = [json.loads(line) for line in open(root / "report_samples.jsonl")]
+  assert [s["source"] for s in samples] == ["sft"] * 4 + ["prompts"] * 4
+  assert all(s["prompt"][-1]["role"] == "user" for s in samples)
+  for name in ("base", "sft"):
+    gold = out["policies"][name]["gold"]
+    assert list(gold["by_source"]) == ["sft", "prompts"]
+    assert [b["n"] for b in gold["by_source"].values()] == [4, 4]
+    assert np.mean([b["mean"] for b in gold["by_source"].values()]) == pytest.approx(
+        gold["mean"], abs=1e-9)
+    by_hand = np.mean([s["responses"][name]["gold"] for s in samples[4:]])
+    assert gold["by_source"]["prompts"]["mean"] == pytest.approx(by_hand, abs=1e-9)
+  by_source = out["diffs_by_source"]
+  assert np.mean([d["sft_vs_base"]["mean"] for d in by_source.values()]) == pytest.approx(
+      out["diffs"]["sft_vs_base"]["mean"], abs=1e-9)
+  assert "`prompts` split only" in (root / "report.md").read_text()
+
+
 def test_missing_stages_are_left_out_and_sft_is_required(pipeline_dir, tmp_path, capsys):
   only_sft = tmp_path / "only_sft"
   os.makedirs(only_sft / "ppo")  # a stage that has not finished a checkpoint yet
