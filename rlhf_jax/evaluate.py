@@ -89,7 +89,7 @@ def _print_report(results: dict, workdir: str) -> None:
     print(f"{name}: gold {g['mean']:.3f} [{g['lo']:.3f}, {g['hi']:.3f}] n={g['n']}")
   for source, diffs in [("", results["diffs"]), *results.get("diffs_by_source", {}).items()]:
     for name, d in diffs.items():
-      where = f" on the {source} prompts" if source else ""
+      where = f" on the {source} split" if source else ""
       print(f"{name}{where}: {d['mean']:+.3f} (95% CI [{d['lo']:+.3f}, {d['hi']:+.3f}])")
   print(f"wrote {os.path.join(os.path.abspath(workdir), 'report.md')}")
 
