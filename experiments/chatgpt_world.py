@@ -23,21 +23,24 @@ samples generated) and plots gold score against KL per method.
 Stages: pretrain_world cut to 400 steps (eval/loss 0.568 at step 400, below its 600-step
 run's 0.59; the earlier 200-step cut stopped at 0.93), then sft_world, rm_world and
 ppo_world as they are: see their run-books for models, data and per-stage measurements.
+Report: every held-out test prompt of the world (`report.data`): the SFT split's 174
+(the labelers' prompts), then the RL split's 396 (the users' prompts PPO trains on);
+report.json gives each policy's gold score and each paired difference on each set too.
 Hardware: 2 CPU cores. Measured (seed 0, world v4), stage by stage on quiet cores: pretrain
-14.5, SFT 3.3, RM 5.5, PPO 2.2 min and the report 3.2 min: about 29 min.
-Measured metrics (report.json, 174 held-out prompts of the SFT split, 95% intervals): gold
-score base (few-shot) 0.482 [0.420, 0.542], SFT 0.545 [0.488, 0.599], best-of-4 0.510,
-best-of-16 0.518, PPO 0.541 [0.485, 0.592]; SFT − base +0.064 [−0.004, +0.132] (gold win
-rate 0.609 [0.552, 0.670]); PPO − SFT −0.004 [−0.016, +0.005] (on the RL split's 381
-untouched validation prompts +0.016 [+0.001, +0.031]); best-of-4 − SFT −0.035
-[−0.064, −0.010]; RM accuracy 0.720 against a label ceiling of 0.786 (6.6 points short),
-gold agreement 0.853 on the world's rankings but 0.644 on the policies' own greedy answers
-and 0.569 on the SFT samples best-of-N chooses among: the RM cannot yet improve on this SFT
-model (README: "What the main job shows"). With every method, differences from SFT: DPO
-+0.002 [−0.013, +0.019], RLOO −0.005, GRPO −0.018 (each stage 1–7.5 min; the report with
-every method 3.7 min). With the earlier 200-step base: SFT 0.296
-against the base's 0.188 (+0.107 [+0.058, +0.157]), PPO − SFT +0.018 [−0.005, +0.044],
-RM 0.715.
+14.5, SFT 3.3, RM 5.5, PPO 2.2 min and the report 8.8 min: about 34 min.
+Measured metrics (report.json, 570 held-out prompts, 95% intervals): gold score base
+(few-shot) 0.413 [0.382, 0.446], SFT 0.548 [0.516, 0.578], best-of-4 0.516, best-of-16
+0.495, PPO 0.534 [0.500, 0.566]; SFT − base +0.135 [+0.095, +0.176] (gold win rate 0.644
+[0.611, 0.675]; SFT split alone +0.064 [−0.004, +0.132], RL split +0.166 [+0.120,
++0.213]); PPO − SFT −0.014 [−0.024, −0.004] (SFT split −0.004, RL split −0.018; on the RL
+split's 381 validation prompts +0.016 [+0.001, +0.031]); best-of-4 − SFT −0.032, best-of-16
+−0.053 [−0.075, −0.033]; RM accuracy 0.720 against a label ceiling of 0.786 (6.6 points
+short), gold agreement 0.853 on the world's rankings but 0.628 on the policies' own greedy
+answers and 0.577 on the SFT samples best-of-N chooses among: the RM cannot tell right
+answers from wrong ones, and climbing it lowers the gold score (README: "What the main job
+shows"). With every method: see the README's methods table. With the earlier 200-step
+base (report on the SFT split's 174 prompts): SFT 0.296 against the base's 0.188 (+0.107
+[+0.058, +0.157]), PPO − SFT +0.018 [−0.005, +0.044], RM 0.715.
 Variant `:smoke` — every stage's tiny smoke settings, chained the same way, with a small
 report; budget 3 minutes on 2 CPU cores. Measured without the report
 (--config.report.num_prompts=0): 83 s wall, 67 s CPU, on 2 shared cores with a cold data
@@ -70,7 +73,7 @@ def get_config(arg=None):
   c.report = configs.report_block()
   # Every held-out test prompt of the world: the labelers' SFT prompts, then the RL split's
   # users' prompts (PPO's distribution); report.json also pairs each set alone.
-  c.report.update(data=f"{c.sft.data.path},{c.ppo.data.path}", num_prompts=1000)
+  c.report.num_prompts = 1000
   if arg == "smoke":
     c.report.update(num_prompts=8, batch_size=8, max_new_tokens=8, best_of="2,4",
                     num_examples=2)

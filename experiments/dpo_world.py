@@ -26,7 +26,8 @@ from its SFT model (10.8 min in an earlier run that shared the cores for 2 minut
 Measured (seed 0, world v4, the main pipeline's SFT of its 400-step base): dpo/accuracy
 0.676 [0.651, 0.699] against a label ceiling of 0.784 (the pipeline's RM: 0.720 on all
 1,100), dpo/gold_agreement 0.766, dpo/kl 0.18 nats; gold/score on 128 held-out RL prompts
-0.517 (SFT) → 0.504; on the report's 174 prompts +0.002 [−0.013, +0.019] over SFT.
+0.517 (SFT) → 0.504; on the report's 174 SFT-split prompts +0.002 [−0.013, +0.019] over
+SFT, on all 570 of its held-out prompts (SFT and RL splits) −0.003 [−0.010, +0.004].
 From the 200-step base's SFT: held-out dpo/accuracy 0.5 (step 0, policy = reference) →
 0.671 [0.646, 0.692] (the pipeline's RM: 0.715 on all 1,100), label ceiling 0.784,
 dpo/gold_agreement 0.769, dpo/ece 0.063; dpo/kl 0.10 nats; gold/score on 128 held-out RL

@@ -27,8 +27,9 @@ Model and budget: ppo_world.py's (the `nano` SFT policy, 24-token responses at t
 0.7, 32 episodes per iteration, 25 iterations, lr 1e-5), so the two compare at equal
 samples. Measured (world v4, seed 0, the main pipeline from its 400-step base, quiet
 cores): 1.3 min; gold/diff_vs_sft on its 128 RL-split test prompts −0.016 [−0.046,
-+0.018]; in the report −0.018 [−0.044, +0.004], KL to SFT 0.11 nats, RM score −0.276 →
-−0.235. From the earlier 200-step base's SFT and RM: 1.9 min; on its own evaluation (128 held-out RL-split prompts) gold/diff_vs_sft
++0.018]; in the report's 174 SFT-split prompts −0.018 [−0.044, +0.004], KL to SFT 0.11
+nats, RM score −0.276 → −0.235; on all 570 of its held-out prompts (SFT and RL splits)
+−0.015 [−0.028, −0.003], KL 0.18. From the earlier 200-step base's SFT and RM: 1.9 min; on its own evaluation (128 held-out RL-split prompts) gold/diff_vs_sft
 +0.039 [+0.013, +0.070]; in the report (174 SFT-split prompts) gold 0.319 [0.271, 0.368]
 against SFT's 0.296, difference +0.024 [−0.013, +0.061] (not significant on these
 prompts), KL to SFT 0.23 nats, RM score −0.256 → −0.127. On world v3 (rollouts at 1.0, 50

@@ -36,7 +36,9 @@ batches' RM score does not rise (−0.45 at the first iteration, −0.62 at the 
 that SFT model is stronger than the RM can tell (the RM orders its samples like the gold
 judge about 0.57–0.64 of the time; README: "What the main job shows"). On the RL split's
 381 validation prompts, which chose nothing (24-token greedy answers): 0.596 → 0.612,
-+0.016 [+0.001, +0.031]. The settings below
++0.016 [+0.001, +0.031]; in the pipeline's report, on all 570 held-out test prompts
+(48-token answers): 0.548 → 0.534, −0.014 [−0.024, −0.004] (SFT split −0.004, RL split
+−0.018), losing on facts, format and harmful requests. The settings below
 were chosen with the earlier, weaker SFT model of a 200-step base.
 Measured (seed 0, world v4, the 200-step base's SFT and shared-prompt RM): gold/score 0.276
 [0.224, 0.333] (SFT) → 0.323 [0.266, 0.387], gold/diff_vs_sft +0.048 [+0.028, +0.068]

@@ -19,8 +19,9 @@ Model and budget: ppo_world.py's (the `nano` SFT policy, 24-token responses at t
 0.7, 32 episodes per iteration, 25 iterations, lr 1e-5), so the two compare at equal
 samples. Measured (world v4, seed 0, the main pipeline from its 400-step base, quiet
 cores): 1.2 min; gold/diff_vs_sft on its 128 RL-split test prompts +0.005 [−0.011,
-+0.024]; in the report −0.005 [−0.017, +0.008], KL to SFT 0.09 nats, RM score −0.276 →
-−0.238. From the earlier 200-step base's SFT and RM: 2.0 min; on its own evaluation (128 held-out RL-split prompts) gold/diff_vs_sft
++0.024]; in the report's 174 SFT-split prompts −0.005 [−0.017, +0.008], KL to SFT 0.09
+nats, RM score −0.276 → −0.238; on all 570 of its held-out prompts (SFT and RL splits)
+−0.002 [−0.011, +0.007], KL 0.16. From the earlier 200-step base's SFT and RM: 2.0 min; on its own evaluation (128 held-out RL-split prompts) gold/diff_vs_sft
 +0.021 [+0.006, +0.040]; in the report (174 SFT-split prompts) gold 0.287 [0.241, 0.331]
 against SFT's 0.296, difference −0.009 [−0.026, +0.004], KL to SFT 0.24 nats, RM score
 −0.256 → −0.152. On world v3 (rollouts at 1.0, 50 iterations) it did not beat SFT.

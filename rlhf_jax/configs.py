@@ -135,7 +135,8 @@ def report_block() -> ml_collections.ConfigDict:
       num_prompts=256,            # held-out prompts evaluated (the first of each source);
                                   # 0 = write no report
       data="",                    # world specs, comma-separated, whose test prompts are
-                                  # evaluated in order; "" = the SFT stage's data.path
+                                  # evaluated in order; "" = the SFT stage's data.path, then
+                                  # the PPO stage's when it is another set of that world
       batch_size=32,              # prompts per generation call (divisible by the devices)
       max_new_tokens=48,          # response budget
       best_of="4,16",             # N of each best-of-N policy, comma-separated

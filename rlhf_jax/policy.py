@@ -28,7 +28,7 @@ class Policy(NamedTuple):
   step: int
 
 
-def _read_config(workdir: str) -> ml_collections.ConfigDict:
+def read_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise UserError(f"{workdir} has no config.json; pass the --workdir of a training run")
@@ -99,7 +99,7 @@ def load(workdir: str, mesh=None, step: int | None = None) -> Policy:
   workdir = os.path.abspath(workdir)
   if not os.path.isdir(workdir):
     raise UserError(f"workdir {workdir} does not exist; pass the --workdir of a training run")
-  config = _read_config(workdir)
+  config = read_config(workdir)
   tok = tokenizer_lib.load(os.path.join(workdir, tokenizer_lib.TOKENIZER_FILE))
   model_cfg = config.model
   if jax.default_backend() != "gpu":  # cuDNN attention exists on NVIDIA GPUs only

@@ -3,8 +3,8 @@
 A pipeline workdir holds one stage workdir per stage: DIR/pretrain, DIR/sft, DIR/rm and
 DIR/ppo, and optionally the other methods trained from the same SFT model and RM: DIR/dpo,
 DIR/grpo, DIR/rloo. On the world's held-out test prompts (the test splits of
-`report.data`, world specs; by default the SFT stage's data) the report compares, by the
-gold judge (`evaluation`), the policies
+`report.data`: by default the SFT stage's prompts, then the RL split's that PPO trains on;
+`prompt_data`) the report compares, by the gold judge (`evaluation`), the policies
 
   base        the pretrained model prompted few-shot (Q:/A: with same-family demonstrations)
   sft         the SFT model, greedy
@@ -73,6 +73,20 @@ def check_config(report_config) -> None:
   if not report_config.temperature > 0:
     raise UserError(f"report temperature={report_config.temperature}: best-of-N samples "
                     "need a temperature > 0 (0.7 is PPO's rollout temperature)")
+
+
+def prompt_data(cfg, stages: dict, sft_config) -> str:
+  """The world specs whose test prompts the report answers: `report.data`, or by default
+  the SFT stage's data, then the PPO stage's (the RL split's prompts) when that is another
+  prompt set of the same world."""
+  if cfg.data:
+    return cfg.data
+  specs = [sft_config.data.path]
+  if "ppo" in stages:
+    rl = policy_lib.read_config(stages["ppo"]).data.path
+    if rl != specs[0] and rl.rsplit("/", 1)[0] == specs[0].rsplit("/", 1)[0]:
+      specs.append(rl)
+  return ",".join(specs)
 
 
 def _stages(workdir: str, notes: list[str]) -> dict[str, str]:
@@ -144,7 +158,7 @@ class _Run:
   def __init__(self, stages: dict, cfg, mesh):
     self.cfg, self.mesh = cfg, mesh
     self.sft = policy_lib.load(stages["sft"], mesh)
-    self.data = cfg.data or self.sft.config.data.path
+    self.data = prompt_data(cfg, stages, self.sft.config)
     self.records, self.demonstrations = evaluation.held_out_records(
         self.data, "test", cfg.num_prompts)
     self.metas = [r["meta"] for r in self.records]

@@ -42,7 +42,7 @@ def pipeline_dir(smoke_pipeline, tmp_path_factory):
 def _config(**overrides):
   config = configs.report_block()
   config.update(num_prompts=8, batch_size=16, max_new_tokens=8, best_of="4,16",
-                num_examples=2, seed=0)
+                num_examples=2, seed=0, data="world:small:0/sft")
   config.update(overrides)
   return config
 
@@ -165,20 +165,22 @@ def test_win_rate_and_gold_agreement_by_hand():
       [[1, 1, 0], [1, 0, 0], [1, 1, 1]])
 
 
-def test_report_over_both_prompt_sets_scores_and_pairs_each_set_alone(pipeline_dir, tmp_path):
-  """report.data naming the SFT and the RL prompts: n prompts of each, in that order; the
-  gold score and each paired difference per set, whose n-weighted means are the overall."""
+def test_report_by_default_answers_the_sft_then_the_rl_prompts_and_pairs_each_set(
+    pipeline_dir, tmp_path):
+  """With PPO's data another prompt set of the SFT data's world, the report answers the
+  first n test prompts of each, SFT's first; it gives the gold score and each paired
+  difference per set, whose n-weighted means are the overall ones."""
   root = tmp_path / "both"
   root.mkdir()
-  for name in ("pretrain", "sft"):
+  for name in ("pretrain", "sft", "rm", "ppo"):
     os.symlink(os.path.join(pipeline_dir, name), root / name)
-  out = report.write_report(str(root), _config(
-      data="world:small:0/sft,world:small:0/prompts", num_prompts=4))
-  assert out["prompts"] == 8 and set(out["policies"]) == {"base", "sft"}
+  out = report.write_report(str(root), _config(data="", num_prompts=4, best_of="2"))
+  assert out["data"] == "world:small:0/sft,world:small:0/prompts" and out["prompts"] == 8
   samples = [json.loads(line) for line in open(root / "report_samples.jsonl")]
   assert [s["source"] for s in samples] == ["sft"] * 4 + ["prompts"] * 4
-  assert all(s["prompt"][-1]["role"] == "user" for s in samples)
-  for name in ("base", "sft"):
+  rl_prompts, _ = evaluation.held_out_records("world:small:0/prompts", "test", 4)
+  assert [s["prompt"] for s in samples[4:]] == [r["messages"] for r in rl_prompts]
+  for name in ("base", "sft", "ppo"):
     gold = out["policies"][name]["gold"]
     assert list(gold["by_source"]) == ["sft", "prompts"]
     assert [b["n"] for b in gold["by_source"].values()] == [4, 4]
@@ -187,8 +189,9 @@ def test_report_over_both_prompt_sets_scores_and_pairs_each_set_alone(pipeline_d
     by_hand = np.mean([s["responses"][name]["gold"] for s in samples[4:]])
     assert gold["by_source"]["prompts"]["mean"] == pytest.approx(by_hand, abs=1e-9)
   by_source = out["diffs_by_source"]
-  assert np.mean([d["sft_vs_base"]["mean"] for d in by_source.values()]) == pytest.approx(
-      out["diffs"]["sft_vs_base"]["mean"], abs=1e-9)
+  for pair in ("sft_vs_base", "ppo_vs_sft", "best_of_2_vs_sft"):
+    assert np.mean([d[pair]["mean"] for d in by_source.values()]) == pytest.approx(
+        out["diffs"][pair]["mean"], abs=1e-9)
   assert "`prompts` split only" in (root / "report.md").read_text()
 
 
