@@ -110,21 +110,20 @@ def _stages(workdir: str, notes: list[str]) -> dict[str, str]:
   return found
 
 
-def _gold_block(records, scores: dict) -> dict:
+def _gold_block(metas, sources_N: np.ndarray, scores: dict) -> dict:
   """Gold score with its interval, by category and family, and by source (the kind of
   world data a prompt came from: sft, prompts) with intervals when there are several."""
-  s = evaluation.summarize([r["meta"] for r in records], scores)
+  s = evaluation.summarize(metas, scores)
   block = {"mean": s["gold/score"], "lo": s["gold/score_lo"], "hi": s["gold/score_hi"],
            "n": int(s["gold/n"]),
            "by_category": {c: s[f"gold/{c}"] for c in evaluation.CATEGORIES},
            "by_family": {k[len("gold/family/"):]: v for k, v in s.items()
                          if k.startswith("gold/family/")}}
-  sources = np.array([r["source"] for r in records])
-  if len(set(sources)) > 1:
+  if len(set(sources_N)) > 1:
     block["by_source"] = {
-        source: {**_named(evaluation.interval(scores["total"][sources == source]), "mean"),
-                 "n": int((sources == source).sum())}
-        for source in dict.fromkeys(sources)}
+        source: {**_named(evaluation.interval(scores["total"][sources_N == source]), "mean"),
+                 "n": int((sources_N == source).sum())}
+        for source in dict.fromkeys(sources_N)}
   return block
 
 
@@ -162,6 +161,7 @@ class _Run:
     self.records, self.demonstrations = evaluation.held_out_records(
         self.data, "test", cfg.num_prompts)
     self.metas = [r["meta"] for r in self.records]
+    self.sources = np.array([r["source"] for r in self.records])
     self.rm = score.reward_scorer(stages["rm"], mesh) if "rm" in stages else None
     self.key = jax.random.key(cfg.seed)
 
@@ -377,16 +377,15 @@ def write_report(pipeline_workdir: str, report_config) -> dict:
             "stages": {s: checkpoint.saved_step(d, "workdir") for s, d in stages.items()},
             "policies": {}}
   for name in texts:
-    report["policies"][name] = {"gold": _gold_block(run.records, gold[name])}
+    report["policies"][name] = {"gold": _gold_block(run.metas, run.sources, gold[name])}
     if rm[name] is not None:
       report["policies"][name]["rm"] = _named(evaluation.interval(rm[name]), "mean")
   report["diffs"], report["win_rates"] = _comparisons(gold, rm, counts)
-  sources = np.array([r["source"] for r in run.records])
-  if len(set(sources)) > 1:  # the same paired differences on each source's prompts alone
+  if len(set(run.sources)) > 1:  # the same paired differences on each source's prompts alone
     report["diffs_by_source"] = {
-        source: _comparisons({n: {"total": g["total"][sources == source]}
+        source: _comparisons({n: {"total": g["total"][run.sources == source]}
                               for n, g in gold.items()}, dict.fromkeys(gold), counts)[0]
-        for source in dict.fromkeys(sources)}
+        for source in dict.fromkeys(run.sources)}
   if "rm" in stages:
     report["rm"] = _rm_heldout(stages["rm"])
     if not report["rm"]:

@@ -10,6 +10,7 @@ import pytest
 
 from rlhf_jax import evaluation, metrics
 from rlhf_jax.data import readers
+from rlhf_jax.errors import UserError
 from rlhf_jax.evaluation import SAMPLES_FILE
 
 from conftest import REPO, SMOKE_PIPELINE_GROUP
@@ -118,6 +119,14 @@ def test_few_shot_shots_for_prompts_data_are_the_worlds_answered_demonstrations(
   assert all(shot["messages"][-1]["role"] == "assistant" for shot in shots)
   text = evaluation.few_shot_text(records[0]["messages"], shots[:3])
   assert text.count("\nA: ") == 3 and text.endswith("\nA:")
+
+
+@pytest.mark.parametrize("data, message", [
+    ("world:small:0/sft,world:small:1/prompts", "several worlds"),
+    ("world:small:0/sft,prompts.jsonl", "needs world data")])
+def test_held_out_prompts_of_other_data_than_one_world_are_a_one_line_error(data, message):
+  with pytest.raises(UserError, match=message):
+    evaluation.held_out_records(data, "test")
 
 
 def test_evaluate_against_a_chat_policy_prompts_both_alike(world_runs):
