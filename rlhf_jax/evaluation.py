@@ -65,16 +65,16 @@ def held_out_records(data: str, split: str, num_prompts: int = 0):
   split of the world's `/sft` data: a `/prompts` split holds no answers to show.
   """
   specs = [spec.strip() for spec in data.split(",") if spec.strip()]
-  if not specs or not all(spec.startswith("world:") for spec in specs):
+  worlds = {store.world_of(spec) for spec in specs}
+  if not specs or None in worlds:
     raise UserError(f"--data={data!r}: gold judging needs world data (world:SIZE:SEED/sft or "
                     f"/prompts, or both comma-separated); pass --data")
-  worlds = {spec.rsplit("/", 1)[0] for spec in specs}
   if len(worlds) > 1:
     raise UserError(f"--data={data!r} names several worlds {sorted(worlds)}; evaluate "
                     f"one world's prompts at a time")
   records = []
   for spec in specs:
-    kind = "prompts" if spec.endswith("/prompts") else "sft"
+    kind = "prompts" if store.parse_world_spec(spec)[2] == "prompts" else "sft"
     splits = store.local_dataset(spec, kind)
     if split not in splits:
       raise UserError(f"--split={split!r}; use one of {sorted(splits)}")

@@ -39,6 +39,7 @@ import numpy as np
 
 from rlhf_jax import (checkpoint, evaluation, metrics, plots, policy as policy_lib,
                       report_markdown, score, sharding)
+from rlhf_jax.data import store
 from rlhf_jax.errors import UserError
 from rlhf_jax.tasks import reward_metrics
 
@@ -84,7 +85,8 @@ def prompt_data(cfg, stages: dict, sft_config) -> str:
   specs = [sft_config.data.path]
   if "ppo" in stages:
     rl = policy_lib.read_config(stages["ppo"]).data.path
-    if rl != specs[0] and rl.rsplit("/", 1)[0] == specs[0].rsplit("/", 1)[0]:
+    if rl != specs[0] and store.world_of(rl) is not None and (
+        store.world_of(rl) == store.world_of(specs[0])):
       specs.append(rl)
   return ",".join(specs)
 
@@ -110,20 +112,20 @@ def _stages(workdir: str, notes: list[str]) -> dict[str, str]:
   return found
 
 
-def _gold_block(metas, sources_N: np.ndarray, scores: dict) -> dict:
+def _gold_block(metas, source_masks: dict, scores: dict) -> dict:
   """Gold score with its interval, by category and family, and by source (the kind of
-  world data a prompt came from: sft, prompts) with intervals when there are several."""
+  world data a prompt came from: sft, prompts; `_Run.source_masks`) with intervals."""
   s = evaluation.summarize(metas, scores)
   block = {"mean": s["gold/score"], "lo": s["gold/score_lo"], "hi": s["gold/score_hi"],
            "n": int(s["gold/n"]),
            "by_category": {c: s[f"gold/{c}"] for c in evaluation.CATEGORIES},
            "by_family": {k[len("gold/family/"):]: v for k, v in s.items()
                          if k.startswith("gold/family/")}}
-  if len(set(sources_N)) > 1:
+  if source_masks:
     block["by_source"] = {
-        source: {**_named(evaluation.interval(scores["total"][sources_N == source]), "mean"),
-                 "n": int((sources_N == source).sum())}
-        for source in dict.fromkeys(sources_N)}
+        source: {**_named(evaluation.interval(scores["total"][mask_N]), "mean"),
+                 "n": int(mask_N.sum())}
+        for source, mask_N in source_masks.items()}
   return block
 
 
@@ -161,7 +163,10 @@ class _Run:
     self.records, self.demonstrations = evaluation.held_out_records(
         self.data, "test", cfg.num_prompts)
     self.metas = [r["meta"] for r in self.records]
-    self.sources = np.array([r["source"] for r in self.records])
+    sources_N = np.array([r["source"] for r in self.records])
+    # source → [N] bool mask of its prompts, in order; {} when the prompts have one source.
+    self.source_masks = ({s: sources_N == s for s in dict.fromkeys(sources_N)}
+                         if len(set(sources_N)) > 1 else {})
     self.rm = score.reward_scorer(stages["rm"], mesh) if "rm" in stages else None
     self.key = jax.random.key(cfg.seed)
 
@@ -377,15 +382,15 @@ def write_report(pipeline_workdir: str, report_config) -> dict:
             "stages": {s: checkpoint.saved_step(d, "workdir") for s, d in stages.items()},
             "policies": {}}
   for name in texts:
-    report["policies"][name] = {"gold": _gold_block(run.metas, run.sources, gold[name])}
+    report["policies"][name] = {"gold": _gold_block(run.metas, run.source_masks, gold[name])}
     if rm[name] is not None:
       report["policies"][name]["rm"] = _named(evaluation.interval(rm[name]), "mean")
   report["diffs"], report["win_rates"] = _comparisons(gold, rm, counts)
-  if len(set(run.sources)) > 1:  # the same paired differences on each source's prompts alone
+  if run.source_masks:  # the same paired differences on each source's prompts alone
     report["diffs_by_source"] = {
-        source: _comparisons({n: {"total": g["total"][run.sources == source]}
-                              for n, g in gold.items()}, dict.fromkeys(gold), counts)[0]
-        for source in dict.fromkeys(run.sources)}
+        source: _comparisons({n: {"total": g["total"][mask_N]} for n, g in gold.items()},
+                             dict.fromkeys(gold), counts)[0]
+        for source, mask_N in run.source_masks.items()}
   if "rm" in stages:
     report["rm"] = _rm_heldout(stages["rm"])
     if not report["rm"]:

@@ -72,7 +72,8 @@ def test_loss_covers_assistant_content_and_eos_only(batch_and_model):
 
 
 @pytest.mark.parametrize("at_epoch_end", [True, False])
-def test_epochs_set_the_steps_and_epoch_ends_are_evaluated_unless_turned_off(sft_path, tmp_path, at_epoch_end):
+def test_epochs_set_the_steps_and_epoch_ends_are_evaluated_unless_turned_off(
+    sft_path, tmp_path, at_epoch_end):
   workdir = str(tmp_path / "epochs")
   train.run(tiny_sft_config(sft_path, epochs=2.0, total_steps=0, eval_every=1000,
                             ckpt_every=0, eval_at_epoch_end=at_epoch_end), workdir)

@@ -116,6 +116,14 @@ def parse_world_spec(spec: str) -> tuple[str, int, str]:
                     "e.g. world:small:0/corpus") from None
 
 
+def world_of(spec: str) -> str | None:
+  """"world:SIZE:SEED" of a world data spec ("world:SIZE:SEED/KIND"); None for other data."""
+  if not spec.startswith(_WORLD_PREFIX):
+    return None
+  size, seed, _ = parse_world_spec(spec)
+  return f"{_WORLD_PREFIX}{size}:{seed}"
+
+
 def _file_fingerprints(spec: str) -> list[tuple[str, int, int]]:
   from rlhf_jax.data import readers  # pylint: disable=g-import-not-at-top
   fingerprints = []
