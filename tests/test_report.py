@@ -42,14 +42,15 @@ def pipeline_dir(smoke_pipeline, tmp_path_factory):
 def _config(**overrides):
   config = configs.report_block()
   config.update(num_prompts=8, batch_size=16, max_new_tokens=8, best_of="4,16",
-                num_examples=2, seed=0, data="world:small:0/sft")
+                num_examples=2, seed=0)
   config.update(overrides)
   return config
 
 
 @pytest.fixture(scope="module")
 def written(pipeline_dir):
-  return report.write_report(pipeline_dir, _config())
+  """The report on 4 test prompts of each default set: the SFT data's, then PPO's."""
+  return report.write_report(pipeline_dir, _config(num_prompts=4))
 
 
 def _assert_interval(block, key="mean"):
@@ -166,17 +167,14 @@ def test_win_rate_and_gold_agreement_by_hand():
 
 
 def test_report_by_default_answers_the_sft_then_the_rl_prompts_and_pairs_each_set(
-    pipeline_dir, tmp_path):
+    pipeline_dir, written):
   """With PPO's data another prompt set of the SFT data's world, the report answers the
   first n test prompts of each, SFT's first; it gives the gold score and each paired
   difference per set, whose n-weighted means are the overall ones."""
-  root = tmp_path / "both"
-  root.mkdir()
-  for name in ("pretrain", "sft", "rm", "ppo"):
-    os.symlink(os.path.join(pipeline_dir, name), root / name)
-  out = report.write_report(str(root), _config(data="", num_prompts=4, best_of="2"))
+  out = written
   assert out["data"] == "world:small:0/sft,world:small:0/prompts" and out["prompts"] == 8
-  samples = [json.loads(line) for line in open(root / "report_samples.jsonl")]
+  samples = [json.loads(line) for line in open(os.path.join(pipeline_dir,
+                                                            "report_samples.jsonl"))]
   assert [s["source"] for s in samples] == ["sft"] * 4 + ["prompts"] * 4
   rl_prompts, _ = evaluation.held_out_records("world:small:0/prompts", "test", 4)
   assert [s["prompt"] for s in samples[4:]] == [r["messages"] for r in rl_prompts]
@@ -189,10 +187,11 @@ def test_report_by_default_answers_the_sft_then_the_rl_prompts_and_pairs_each_se
     by_hand = np.mean([s["responses"][name]["gold"] for s in samples[4:]])
     assert gold["by_source"]["prompts"]["mean"] == pytest.approx(by_hand, abs=1e-9)
   by_source = out["diffs_by_source"]
-  for pair in ("sft_vs_base", "ppo_vs_sft", "best_of_2_vs_sft"):
+  for pair in ("sft_vs_base", "ppo_vs_sft", "best_of_4_vs_sft"):
     assert np.mean([d[pair]["mean"] for d in by_source.values()]) == pytest.approx(
         out["diffs"][pair]["mean"], abs=1e-9)
-  assert "`prompts` split only" in (root / "report.md").read_text()
+  markdown = open(os.path.join(pipeline_dir, "report.md"), encoding="utf-8").read()
+  assert "`prompts` split only" in markdown
 
 
 def test_missing_stages_are_left_out_and_sft_is_required(pipeline_dir, tmp_path, capsys):
